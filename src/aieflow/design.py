@@ -1,0 +1,272 @@
+"""The Design: everything downstream of mapping needs, in one immutable, serialisable object.
+
+`design.json` is its only saved form; `load()` reads it back into an equal Design.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .devices import Device, get_device
+from .errors import DesignError
+from .ir import Graph, Op, Tensor
+from .numerics import FixedType
+from .ops.dense import DenseConfig
+from .transport import Tiling
+
+FORMAT = "aieflow-design"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class BankBuffer:
+    name: str
+    bank: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class KernelTile:
+    """One kernel instance: chain `chain`, position `stage` in its cascade, at compute tile (col, row)."""
+
+    layer: str
+    chain: int
+    stage: int
+    col: int
+    row: int
+    buffers: tuple[BankBuffer, ...]
+
+    @property
+    def id(self) -> str:
+        return f"{self.layer}_c{self.chain}_s{self.stage}"
+
+
+@dataclass(frozen=True)
+class Access:
+    """One memory-tile DMA port: its access pattern and what sits at the other end.
+
+    `peers` are kernel ids (KernelTile.id) or PLIO names; a read port with several peers broadcasts.
+    """
+
+    tiling: Tiling
+    peers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class MemtileBuffer:
+    name: str
+    tensor: str
+    col: int
+    row: int  # memory-tile row, 0 nearest the shim
+    storage: str  # int8, uint8, int16
+    dims: tuple[int, ...]  # buffer_dimension, dimension 0 fastest: (features, batch rows)
+    writers: tuple[Access, ...]
+    readers: tuple[Access, ...]
+
+    @property
+    def bytes(self) -> int:
+        return int(np.prod(self.dims)) * np.dtype(self.storage).itemsize
+
+
+@dataclass(frozen=True)
+class Plio:
+    name: str
+    direction: str  # "in" or "out"
+    tensor: str
+    bits: int
+    elements: int  # elements per graph iteration
+
+
+@dataclass(frozen=True, eq=False)
+class Layer:
+    """One op of the graph as mapped: its configuration and its packed parameters."""
+
+    op: Op
+    config: DenseConfig
+    packed: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True, eq=False)
+class Design:
+    device: Device
+    graph: Graph
+    batch: int  # samples per graph iteration, as the user asked (kernels pad it to the microtile)
+    layers: tuple[Layer, ...]
+    tiles: tuple[KernelTile, ...]
+    memtile_buffers: tuple[MemtileBuffer, ...]
+    plios: tuple[Plio, ...]
+
+    def layer(self, name: str) -> Layer:
+        return next(l for l in self.layers if l.op.name == name)
+
+    def kernels_of(self, layer: str) -> list[KernelTile]:
+        return [t for t in self.tiles if t.layer == layer]
+
+    def simulate(self, x: np.ndarray, raw: bool = False) -> np.ndarray:
+        """Run the design on inputs; floats are quantized like the model's input, integers taken as raw.
+
+        Returns dequantized floats, or the output integers with `raw=True`.
+        """
+        from .simulate.emulator import run
+
+        return run(self, x, raw=raw)
+
+    def write(self, path: str | Path) -> Path:
+        """Write the Vitis project (with design.json) to `path`, replacing what was there only on success."""
+        from .emit import write_project
+
+        return write_project(self, Path(path))
+
+    def summary(self) -> dict:
+        """The machine-readable summary `aieflow compile --json` prints."""
+        return summary(self)
+
+    def to_json(self) -> str:
+        return json.dumps(to_dict(self), sort_keys=True, indent=1) + "\n"
+
+
+def summary(d: Design) -> dict:
+    layers = []
+    for layer in d.layers:
+        ks = d.kernels_of(layer.op.name)
+        layers.append({
+            "name": layer.op.name,
+            "op": layer.op.kind,
+            "in_features": layer.config.in_features,
+            "out_features": layer.config.out_features,
+            "cas_length": layer.config.cas_length,
+            "cas_num": layer.config.cas_num,
+            "microtile": list(layer.config.microtile),
+            "tiles": len(ks),
+            "col": min(k.col for k in ks),
+            "row": min(k.row for k in ks),
+        })
+    return {
+        "device": d.device.name,
+        "board": d.device.board,
+        "generation": d.device.generation.name,
+        "batch": d.batch,
+        "tiles_used": len(d.tiles),
+        "tiles_total": d.device.tiles,
+        "memtile_buffers": len(d.memtile_buffers),
+        "memtile_bytes": sum(b.bytes for b in d.memtile_buffers),
+        "plio_in": sum(p.direction == "in" for p in d.plios),
+        "plio_out": sum(p.direction == "out" for p in d.plios),
+        "layers": layers,
+    }
+
+
+# --- JSON form -------------------------------------------------------------------------------------------
+
+
+def _array(a: np.ndarray) -> dict:
+    a = np.ascontiguousarray(a)
+    return {"dtype": a.dtype.str.lstrip("<>|="), "shape": list(a.shape),
+            "base64": base64.b64encode(a.astype(a.dtype.newbyteorder("<")).tobytes()).decode()}
+
+
+def _from_array(d: dict) -> np.ndarray:
+    dt = np.dtype(d["dtype"]).newbyteorder("<")
+    return np.frombuffer(base64.b64decode(d["base64"]), dtype=dt).astype(np.dtype(d["dtype"])).reshape(d["shape"])
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, FixedType):
+        return {"fixed": value.to_dict()}
+    return value
+
+
+def _unplain(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"fixed"}:
+        return FixedType.from_dict(value["fixed"])
+    return value
+
+
+def _op_dict(op: Op) -> dict:
+    return {"name": op.name, "kind": op.kind, "inputs": list(op.inputs), "outputs": list(op.outputs),
+            "attrs": {k: _plain(v) for k, v in op.attrs.items()},
+            "params": {k: _array(v) for k, v in op.params.items()}}
+
+
+def _op_from(d: dict) -> Op:
+    return Op(d["name"], d["kind"], tuple(d["inputs"]), tuple(d["outputs"]),
+              {k: _unplain(v) for k, v in d["attrs"].items()}, {k: _from_array(v) for k, v in d["params"].items()})
+
+
+def _access_dict(a: Access) -> dict:
+    return {"tiling": a.tiling.to_dict(), "peers": list(a.peers)}
+
+
+def _access_from(d: dict) -> Access:
+    return Access(Tiling.from_dict(d["tiling"]), tuple(d["peers"]))
+
+
+def to_dict(d: Design) -> dict:
+    g = d.graph
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "device": d.device.key,
+        "batch": d.batch,
+        "graph": {
+            "name": g.name,
+            "inputs": list(g.inputs),
+            "outputs": list(g.outputs),
+            "tensors": [{"name": t.name, "features": t.features, "type": t.type.to_dict()} for t in g.tensors.values()],
+            "ops": [_op_dict(op) for op in g.ops],
+        },
+        "layers": [{"op": l.op.name, "config": l.config.to_dict(),
+                    "packed": {k: _array(v) for k, v in sorted(l.packed.items())}} for l in d.layers],
+        "tiles": [{"layer": t.layer, "chain": t.chain, "stage": t.stage, "col": t.col, "row": t.row,
+                   "buffers": [{"name": b.name, "bank": b.bank, "bytes": b.bytes} for b in t.buffers]}
+                  for t in d.tiles],
+        "memtile_buffers": [{"name": m.name, "tensor": m.tensor, "col": m.col, "row": m.row, "storage": m.storage,
+                             "dims": list(m.dims), "writers": [_access_dict(a) for a in m.writers],
+                             "readers": [_access_dict(a) for a in m.readers]} for m in d.memtile_buffers],
+        "plios": [{"name": p.name, "direction": p.direction, "tensor": p.tensor, "bits": p.bits,
+                   "elements": p.elements} for p in d.plios],
+    }
+
+
+def from_dict(data: dict) -> Design:
+    if data.get("format") != FORMAT or data.get("version") != VERSION:
+        raise DesignError(f"not an aieflow design (format {data.get('format')!r}, version {data.get('version')!r})",
+                          hint=f"expected format {FORMAT!r} version {VERSION}; recompile the model")
+    g = data["graph"]
+    tensors = {t["name"]: Tensor(t["name"], t["features"], FixedType.from_dict(t["type"])) for t in g["tensors"]}
+    ops = tuple(_op_from(o) for o in g["ops"])
+    graph = Graph(g["name"], tensors, ops, tuple(g["inputs"]), tuple(g["outputs"]))
+    by_name = {op.name: op for op in ops}
+    layers = tuple(Layer(by_name[l["op"]], DenseConfig.from_dict(l["config"]),
+                         {k: _from_array(v) for k, v in l["packed"].items()}) for l in data["layers"])
+    tiles = tuple(KernelTile(t["layer"], t["chain"], t["stage"], t["col"], t["row"],
+                             tuple(BankBuffer(b["name"], b["bank"], b["bytes"]) for b in t["buffers"]))
+                  for t in data["tiles"])
+    mems = tuple(MemtileBuffer(m["name"], m["tensor"], m["col"], m["row"], m["storage"], tuple(m["dims"]),
+                               tuple(_access_from(a) for a in m["writers"]),
+                               tuple(_access_from(a) for a in m["readers"])) for m in data["memtile_buffers"])
+    plios = tuple(Plio(p["name"], p["direction"], p["tensor"], p["bits"], p["elements"]) for p in data["plios"])
+    return Design(get_device(data["device"]), graph, data["batch"], layers, tiles, mems, plios)
+
+
+def load(path: str | Path) -> Design:
+    """Read a design back from a project folder (or a design.json file)."""
+    p = Path(path)
+    f = p / "design.json" if p.is_dir() else p
+    try:
+        data = json.loads(f.read_text())
+    except FileNotFoundError:
+        raise DesignError(f"no design.json in {p}", hint="give the folder written by `aieflow compile`") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DesignError(f"{f} is not valid JSON: {e}") from None
+    try:
+        return from_dict(data)
+    except (KeyError, TypeError, ValueError) as e:
+        raise DesignError(f"{f} is not a complete aieflow design: missing or bad field {e}",
+                          hint="recompile the model") from None

@@ -1,0 +1,11 @@
+"""Op families. Each folder holds one family: configurations, packing, emulation and C++ templates."""
+
+from __future__ import annotations
+
+from . import dense
+
+FAMILIES = {"dense": dense}
+
+
+def family(kind: str):
+    return FAMILIES[kind]

@@ -1,0 +1,211 @@
+"""Dense (fully connected) layers: y = SRS(bias + x @ W) with optional fused ReLU.
+
+A layer is split over a grid of tiles: the input features over a cascade chain of `cas_length` kernels
+(partial accumulators pass left to right on the cascade port) and the output features over `cas_num`
+parallel chains. The last kernel of each chain adds the bias, shifts, rounds, saturates and applies ReLU.
+
+Data layouts (the emitted kernel and the emulator use the same ones):
+  input stream of stage s   blocks [B/M][Kt/K][M][K] of x[:, s*Kt:(s+1)*Kt]
+  weights of tile (c, s)    blocks [Nt/N][Kt/K][K][N] of W[s*Kt:(s+1)*Kt, c*Nt:(c+1)*Nt]
+  output stream of chain c  blocks [B/M][Nt/N][M][N] of y[:, c*Nt:(c+1)*Nt]
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ...devices import Device
+from ...errors import MappingError, NumericsError
+from ...ir import Graph, Op
+from ...numerics import FixedType, srs
+
+KIND = "dense"
+
+
+@dataclass(frozen=True)
+class DenseConfig:
+    """How one dense layer is cut into kernels. Sizes are in elements; B is the padded batch."""
+
+    in_features: int
+    out_features: int
+    batch: int  # padded batch the kernels process per iteration
+    microtile: tuple[int, int, int]  # aie::mmul M, K, N
+    cas_length: int  # kernels in one cascade chain (splits the input features)
+    cas_num: int  # parallel chains (split the output features)
+    k_tile: int  # input features per kernel
+    n_tile: int  # output features per kernel
+    act_bits: int
+    weight_bits: int
+    out_bits: int
+    acc_bits: int
+
+    @property
+    def tiles(self) -> int:
+        return self.cas_length * self.cas_num
+
+    @property
+    def k_pad(self) -> int:
+        return self.k_tile * self.cas_length
+
+    @property
+    def n_pad(self) -> int:
+        return self.n_tile * self.cas_num
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["microtile"] = list(self.microtile)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DenseConfig":
+        return cls(**{**d, "microtile": tuple(d["microtile"])})
+
+    def tile_buffers(self, stage: int, device: Device) -> list[tuple[str, int]]:
+        """(name, bytes) of every buffer a kernel of this layer keeps in data memory."""
+        gen = device.generation
+        bufs = [
+            ("weights", self.k_tile * self.n_tile * self.weight_bits // 8),
+            ("in_ping", self.batch * self.k_tile * _bytes(self.act_bits)),
+            ("in_pong", self.batch * self.k_tile * _bytes(self.act_bits)),
+            ("stack", gen.stack_bytes),
+        ]
+        if stage == self.cas_length - 1:
+            bufs += [
+                ("bias", self.n_tile * self.acc_bits // 8),
+                ("out_ping", self.batch * self.n_tile * _bytes(self.out_bits)),
+                ("out_pong", self.batch * self.n_tile * _bytes(self.out_bits)),
+            ]
+        return bufs
+
+
+def _bytes(bits: int) -> int:
+    return 1 if bits <= 8 else 2 if bits <= 16 else 4
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def check_numerics(op: Op, graph: Graph, device: Device) -> None:
+    """Refuse a layer whose accumulator could overflow or whose types the hardware lacks."""
+    x = graph.tensors[op.inputs[0]].type
+    y = graph.tensors[op.outputs[0]].type
+    w: FixedType = op.attrs["weight_type"]
+    prec = device.generation.precision(x.storage_bits, w.storage_bits, node=op.name)
+    for t, what in ((x, "input"), (y, "output")):
+        if t.storage_bits not in (8, 16) or t.bits != t.storage_bits:
+            raise NumericsError(f"{what} type {t.describe()} is not a full 8- or 16-bit integer",
+                                node=op.name, hint="quantize activations to int8, uint8 or int16")
+    if w.bits != w.storage_bits:
+        raise NumericsError(f"weight type {w.describe()} is not a full 8- or 16-bit integer", node=op.name)
+    acc_max = (1 << (prec.accumulator_bits - 1)) - 1
+    weights = op.params["weight"].astype(np.int64)
+    bias = op.params["bias"].astype(np.int64)
+    if int(np.max(np.abs(bias), initial=0)) > acc_max:
+        raise NumericsError(f"bias does not fit the {prec.accumulator_bits}-bit accumulator", node=op.name)
+    bound = int(np.max(np.abs(weights).sum(axis=0) * x.magnitude + np.abs(bias), initial=0))
+    if bound > acc_max:
+        raise NumericsError(
+            f"the {prec.accumulator_bits}-bit accumulator could overflow: worst case |acc| = {bound} > {acc_max}",
+            node=op.name, hint="use fewer input features, narrower weights or inputs, or split the layer")
+    shift = op.attrs["shift"]
+    if not -(prec.accumulator_bits - 1) <= shift <= prec.accumulator_bits - 1:
+        raise NumericsError(f"shift of {shift} bits is outside what SRS can do on a {prec.accumulator_bits}-bit accumulator",
+                            node=op.name, hint="choose output scales closer to input x weight scales")
+
+
+def candidates(op: Op, graph: Graph, device: Device, batch: int) -> list[DenseConfig]:
+    """Every legal (microtile, cas_length, cas_num) for this layer on this device, fewest tiles first."""
+    gen = device.generation
+    x = graph.tensors[op.inputs[0]].type
+    y = graph.tensors[op.outputs[0]].type
+    w: FixedType = op.attrs["weight_type"]
+    prec = gen.precision(x.storage_bits, w.storage_bits, node=op.name)
+    k_in, n_out = op.params["weight"].shape
+    found = []
+    max_len = min(device.columns, gen.memtile_mm2s)
+    max_num = min(device.rows, gen.memtile_s2mm)
+    for m, k, n in prec.microtiles:
+        b_pad = _ceil_div(batch, m) * m
+        for cas_length in range(1, min(max_len, _ceil_div(k_in, k)) + 1):
+            k_tile = _ceil_div(k_in, cas_length * k) * k
+            for cas_num in range(1, min(max_num, _ceil_div(n_out, n)) + 1):
+                n_tile = _ceil_div(n_out, cas_num * n) * n
+                cfg = DenseConfig(k_in, n_out, b_pad, (m, k, n), cas_length, cas_num, k_tile, n_tile,
+                                  x.storage_bits, w.storage_bits, y.storage_bits, prec.accumulator_bits)
+                if all(bank_assignment(cfg.tile_buffers(s, device), device) is not None
+                       for s in {0, cas_length - 1}):
+                    found.append(cfg)
+    found.sort(key=lambda c: (c.tiles, c.k_pad * c.n_pad, c.cas_length, prec.microtiles.index(c.microtile)))
+    return found
+
+
+def bank_assignment(buffers: list[tuple[str, int]], device: Device) -> dict[str, int] | None:
+    """Place each buffer whole in one bank (first fit, largest first), or None when they do not fit."""
+    gen = device.generation
+    free = [gen.bank_bytes] * gen.banks
+    placed = {}
+    for name, size in sorted(buffers, key=lambda b: (-b[1], b[0])):
+        bank = next((i for i, f in enumerate(free) if f >= size), None)
+        if bank is None:
+            return None
+        free[bank] -= size
+        placed[name] = bank
+    return placed
+
+
+def choose(op: Op, graph: Graph, device: Device, batch: int) -> DenseConfig:
+    options = candidates(op, graph, device, batch)
+    if not options:
+        k_in, n_out = op.params["weight"].shape
+        raise MappingError(
+            f"a {k_in}x{n_out} dense layer at batch {batch} does not fit {device.name}: no split over at most "
+            f"{min(device.columns, device.generation.memtile_mm2s)} x {min(device.rows, device.generation.memtile_s2mm)} "
+            f"tiles keeps every buffer inside a {device.generation.bank_bytes // 1024} KB bank",
+            node=op.name, hint="use a smaller batch or a narrower layer")
+    return options[0]
+
+
+def pack(op: Op, cfg: DenseConfig) -> dict[str, np.ndarray]:
+    """Weights per tile in microtile block order, bias per chain, zero-padded to the tile grid."""
+    m, k, n = cfg.microtile
+    w = np.zeros((cfg.k_pad, cfg.n_pad), dtype=np.int64)
+    w[: cfg.in_features, : cfg.out_features] = op.params["weight"]
+    b = np.zeros(cfg.n_pad, dtype=np.int64)
+    b[: cfg.out_features] = op.params["bias"]
+    kt, nt = cfg.k_tile, cfg.n_tile
+    # [cas_num][cas_length][Nt/N][Kt/K][K][N]
+    blocks = w.reshape(cfg.cas_length, kt // k, k, cfg.cas_num, nt // n, n).transpose(3, 0, 4, 1, 2, 5)
+    wdtype = np.int8 if cfg.weight_bits == 8 else np.int16
+    bdtype = np.int32 if cfg.acc_bits == 32 else np.int64
+    return {
+        "weights": np.ascontiguousarray(blocks.reshape(cfg.cas_num, cfg.cas_length, kt * nt)).astype(wdtype),
+        "bias": b.reshape(cfg.cas_num, nt).astype(bdtype),
+    }
+
+
+def kernel_partial(cfg: DenseConfig, in_stream: np.ndarray, weights: np.ndarray,
+                   cascade_in: np.ndarray | None) -> np.ndarray:
+    """One kernel's accumulator [B, Nt]: what it passes on the cascade (or finishes if last)."""
+    m, k, n = cfg.microtile
+    bp, kt, nt = cfg.batch, cfg.k_tile, cfg.n_tile
+    x = in_stream.reshape(bp // m, kt // k, m, k).transpose(0, 2, 1, 3).reshape(bp, kt)
+    w = weights.reshape(nt // n, kt // k, k, n).transpose(1, 2, 0, 3).reshape(kt, nt)
+    if cfg.acc_bits <= 32:
+        # Exact: the overflow check bounds every partial sum below 2**31, far inside float64's 2**53.
+        acc = (x.astype(np.float64) @ w.astype(np.float64)).astype(np.int64)
+    else:
+        acc = x.astype(np.int64) @ w.astype(np.int64)
+    return acc if cascade_in is None else acc + cascade_in
+
+
+def kernel_finish(cfg: DenseConfig, acc: np.ndarray, bias: np.ndarray, shift: int, out: FixedType,
+                  relu: bool) -> np.ndarray:
+    """Last kernel of a chain: bias, SRS into the output type, ReLU; returns the output block stream."""
+    m, _, n = cfg.microtile
+    y = srs(acc + bias[None, :].astype(np.int64), shift, out)
+    if relu:
+        y = np.maximum(y, 0)
+    return y.reshape(cfg.batch // m, m, cfg.n_tile // n, n).transpose(0, 2, 1, 3).ravel()
