@@ -171,6 +171,14 @@ def _array(a: np.ndarray) -> dict:
             "base64": base64.b64encode(a.astype(a.dtype.newbyteorder("<")).tobytes()).decode()}
 
 
+def _compact(a: np.ndarray) -> dict:
+    """Graph parameters are int64 in memory; saved in the narrowest integer type that holds them."""
+    for dt in (np.int8, np.int16, np.int32):
+        if a.size == 0 or (a.min() >= np.iinfo(dt).min and a.max() <= np.iinfo(dt).max):
+            return _array(a.astype(dt))
+    return _array(a)
+
+
 def _from_array(d: dict) -> np.ndarray:
     dt = np.dtype(d["dtype"]).newbyteorder("<")
     return np.frombuffer(base64.b64decode(d["base64"]), dtype=dt).astype(np.dtype(d["dtype"])).reshape(d["shape"])
@@ -191,12 +199,12 @@ def _unplain(value: Any) -> Any:
 def _op_dict(op: Op) -> dict:
     return {"name": op.name, "kind": op.kind, "inputs": list(op.inputs), "outputs": list(op.outputs),
             "attrs": {k: _plain(v) for k, v in op.attrs.items()},
-            "params": {k: _array(v) for k, v in op.params.items()}}
+            "params": {k: _compact(v) for k, v in op.params.items()}}
 
 
 def _op_from(d: dict) -> Op:
     return Op(d["name"], d["kind"], tuple(d["inputs"]), tuple(d["outputs"]),
-              {k: _unplain(v) for k, v in d["attrs"].items()}, {k: _from_array(v) for k, v in d["params"].items()})
+              {k: _unplain(v) for k, v in d["attrs"].items()}, {k: _from_array(v).astype(np.int64) for k, v in d["params"].items()})
 
 
 def _access_dict(a: Access) -> dict:

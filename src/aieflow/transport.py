@@ -7,6 +7,7 @@ The emitter writes these descriptors into the graph; the emulator moves data wit
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -61,6 +62,7 @@ class Tiling:
         )
 
 
+@lru_cache(maxsize=256)
 def _indices(t: Tiling) -> tuple[np.ndarray, np.ndarray]:
     """Multi-indices (one row per element, in stream order) and whether each lies inside the boundary."""
     nd = len(t.buffer_dimension)
@@ -93,17 +95,24 @@ def _flat(idx: np.ndarray, dims: tuple[int, ...]) -> np.ndarray:
     return flat
 
 
+@lru_cache(maxsize=256)
+def _addresses(t: Tiling) -> tuple[np.ndarray, np.ndarray]:
+    """Flat buffer addresses of the in-boundary elements, and where they sit in the stream."""
+    idx, inside = _indices(t)
+    return _flat(idx[inside], t.buffer_dimension), np.flatnonzero(inside)
+
+
 def read_tiles(buffer: np.ndarray, t: Tiling) -> np.ndarray:
     """The 1-D stream an MM2S channel sends for this access; `buffer` is flat in dimension-0-fastest order."""
-    idx, inside = _indices(t)
-    out = np.zeros(len(idx), dtype=buffer.dtype)
-    out[inside] = buffer[_flat(idx[inside], t.buffer_dimension)]
+    addr, where = _addresses(t)
+    out = np.zeros(t.elements, dtype=buffer.dtype)
+    out[where] = buffer[addr]
     return out
 
 
 def write_tiles(buffer: np.ndarray, t: Tiling, stream: np.ndarray) -> None:
     """Store a stream into a flat buffer as an S2MM channel with this access would (outside: dropped)."""
-    idx, inside = _indices(t)
-    if len(stream) != len(idx):
-        raise ValueError(f"stream of {len(stream)} elements for an access of {len(idx)}")
-    buffer[_flat(idx[inside], t.buffer_dimension)] = stream[inside]
+    addr, where = _addresses(t)
+    if len(stream) != t.elements:
+        raise ValueError(f"stream of {len(stream)} elements for an access of {t.elements}")
+    buffer[addr] = stream[where]

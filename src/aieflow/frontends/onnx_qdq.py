@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import ModelError
 from ..ir import Graph, Op, Tensor
-from ..numerics import FixedType, Rounding, Saturation
+from ..numerics import FixedType, Rounding, Saturation, quantize_float
 
 # --- what an ONNX tensor means ----------------------------------------------------------------------------
 
@@ -219,6 +219,11 @@ def _qparams(node, ins) -> tuple[int, int, bool]:
 def _quantize(node, ins, st: _State):
     x = ins[0]
     frac, bits, signed = _qparams(node, ins)
+    if isinstance(x, Const):
+        # Weights exported as float constants behind QuantizeLinear: quantize them exactly as ONNX would.
+        t = FixedType(bits, signed, frac, Rounding.CONV_EVEN, Saturation.SATURATE)
+        q = quantize_float(np.asarray(x.values, dtype=np.float64), t)
+        return Const(np.asarray(q).astype(np.dtype(t.storage)))
     if bits not in (8, 16) or (bits == 16 and not signed):
         raise ModelError(f"activations of {bits} bits ({'signed' if signed else 'unsigned'}) are not supported",
                          node=_nm(node), hint="quantize activations to int8, uint8 or int16")
