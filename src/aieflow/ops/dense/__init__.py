@@ -19,7 +19,7 @@ import numpy as np
 from ...devices import Device
 from ...errors import MappingError, NumericsError
 from ...ir import Graph, Op
-from ...numerics import FixedType, srs
+from ...numerics import FixedType, accumulator_bound, srs
 
 KIND = "dense"
 
@@ -105,7 +105,7 @@ def check_numerics(op: Op, graph: Graph, device: Device) -> None:
     bias = op.params["bias"].astype(np.int64)
     if int(np.max(np.abs(bias), initial=0)) > acc_max:
         raise NumericsError(f"bias does not fit the {prec.accumulator_bits}-bit accumulator", node=op.name)
-    bound = int(np.max(np.abs(weights).sum(axis=0) * x.magnitude + np.abs(bias), initial=0))
+    bound = accumulator_bound(x, np.abs(weights).sum(axis=0), np.abs(bias))
     if bound > acc_max:
         raise NumericsError(
             f"the {prec.accumulator_bits}-bit accumulator could overflow: worst case |acc| = {bound} > {acc_max}",
