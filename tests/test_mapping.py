@@ -156,3 +156,19 @@ def test_layers_wrap_into_a_new_band_when_columns_run_out():
 def test_out_of_tiles_is_a_clear_error():
     with pytest.raises(MappingError, match="out of tiles"):
         _design([512] * 20, 8, 8, "ve2802", 8)
+
+
+def test_checker_catches_memtile_overlap_and_partial_plio_words(wide):
+    a, b = wide.memtile_buffers[0], wide.memtile_buffers[1]
+    clash = dataclasses.replace(b, col=a.col, row=a.row, offset=a.offset + 32)
+    bad = dataclasses.replace(wide, memtile_buffers=(a, clash) + wide.memtile_buffers[2:])
+    assert any("overlap" in v for v in violations(bad))
+    pout = wide.plios[1]
+    odd = dataclasses.replace(pout, row=pout.row + 1, elements=wide.batch * (pout.row + 1))
+    assert any("whole 4-byte words" in v for v in violations(dataclasses.replace(wide, plios=(wide.plios[0], odd))))
+
+
+def test_plio_samples_are_whole_words():
+    d = _design([3, 5, 1], 8, 8, "ve2802", 1)
+    pin, pout = d.plios
+    assert (pin.row, pout.row) == (4, 4) and pin.elements == 4

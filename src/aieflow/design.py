@@ -64,6 +64,7 @@ class MemtileBuffer:
     tensor: str
     col: int
     row: int  # memory-tile row, 0 nearest the shim
+    offset: int  # byte address inside the memory tile
     storage: str  # int8, uint8, int16
     dims: tuple[int, ...]  # buffer_dimension, dimension 0 fastest: (features, batch rows)
     writers: tuple[Access, ...]
@@ -80,7 +81,8 @@ class Plio:
     direction: str  # "in" or "out"
     tensor: str
     bits: int
-    elements: int  # elements per graph iteration
+    row: int  # elements per sample on the wire: the features, zero-padded to whole DMA words
+    elements: int  # elements per graph iteration (batch x row)
 
 
 @dataclass(frozen=True, eq=False)
@@ -234,10 +236,11 @@ def to_dict(d: Design) -> dict:
         "tiles": [{"layer": t.layer, "chain": t.chain, "stage": t.stage, "col": t.col, "row": t.row,
                    "buffers": [{"name": b.name, "bank": b.bank, "bytes": b.bytes} for b in t.buffers]}
                   for t in d.tiles],
-        "memtile_buffers": [{"name": m.name, "tensor": m.tensor, "col": m.col, "row": m.row, "storage": m.storage,
+        "memtile_buffers": [{"name": m.name, "tensor": m.tensor, "col": m.col, "row": m.row, "offset": m.offset,
+                             "storage": m.storage,
                              "dims": list(m.dims), "writers": [_access_dict(a) for a in m.writers],
                              "readers": [_access_dict(a) for a in m.readers]} for m in d.memtile_buffers],
-        "plios": [{"name": p.name, "direction": p.direction, "tensor": p.tensor, "bits": p.bits,
+        "plios": [{"name": p.name, "direction": p.direction, "tensor": p.tensor, "bits": p.bits, "row": p.row,
                    "elements": p.elements} for p in d.plios],
     }
 
@@ -256,10 +259,10 @@ def from_dict(data: dict) -> Design:
     tiles = tuple(KernelTile(t["layer"], t["chain"], t["stage"], t["col"], t["row"],
                              tuple(BankBuffer(b["name"], b["bank"], b["bytes"]) for b in t["buffers"]))
                   for t in data["tiles"])
-    mems = tuple(MemtileBuffer(m["name"], m["tensor"], m["col"], m["row"], m["storage"], tuple(m["dims"]),
+    mems = tuple(MemtileBuffer(m["name"], m["tensor"], m["col"], m["row"], m["offset"], m["storage"], tuple(m["dims"]),
                                tuple(_access_from(a) for a in m["writers"]),
                                tuple(_access_from(a) for a in m["readers"])) for m in data["memtile_buffers"])
-    plios = tuple(Plio(p["name"], p["direction"], p["tensor"], p["bits"], p["elements"]) for p in data["plios"])
+    plios = tuple(Plio(p["name"], p["direction"], p["tensor"], p["bits"], p["row"], p["elements"]) for p in data["plios"])
     return Design(get_device(data["device"]), graph, data["batch"], layers, tiles, mems, plios)
 
 

@@ -45,6 +45,8 @@ class Generation:
     tile_dma_bds: int
     tile_dma_dims: int
     stack_bytes: int
+    heap_bytes: int
+    word_bytes: int
     memtile_bytes: int
     memtile_banks: int
     memtile_s2mm: int

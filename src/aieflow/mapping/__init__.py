@@ -84,17 +84,20 @@ class _Memtiles:
         self.device = device
         self.used: dict[tuple[int, int], list[int]] = {}
 
-    def take(self, near_col: int, size: int, s2mm: int, mm2s: int, what: str) -> tuple[int, int]:
+    def take(self, near_col: int, size: int, s2mm: int, mm2s: int, what: str) -> tuple[int, int, int]:
+        """(col, row, byte offset) of the nearest memory tile with room; buffers start on a vector word."""
         gen = self.device.generation
+        align = gen.vector_load_bits // 8
         row = self.device.memtile_rows - 1  # the memory-tile row next to the compute rows
         for dist in range(self.device.columns):
             for col in (near_col - dist, near_col + dist):
                 if not 0 <= col < self.device.columns:
                     continue
                 b, w, r = self.used.get((col, row), [0, 0, 0])
-                if b + size <= gen.memtile_bytes and w + s2mm <= gen.memtile_s2mm and r + mm2s <= gen.memtile_mm2s:
-                    self.used[(col, row)] = [b + size, w + s2mm, r + mm2s]
-                    return col, row
+                offset = -(-b // align) * align
+                if offset + size <= gen.memtile_bytes and w + s2mm <= gen.memtile_s2mm and r + mm2s <= gen.memtile_mm2s:
+                    self.used[(col, row)] = [offset + size, w + s2mm, r + mm2s]
+                    return col, row, offset
         raise MappingError(f"no memory tile has {size} bytes and {s2mm}+{mm2s} DMA channels free for {what}",
                            hint="use a smaller batch")
 
@@ -111,6 +114,13 @@ def _writer(cfg: DenseConfig, chain: int, dims: tuple[int, int]) -> Tiling:
     m, _, n = cfg.microtile
     return Tiling(dims, (n, m), (chain * cfg.n_tile, 0),
                   (Traversal(0, n, cfg.n_tile // n), Traversal(1, m, cfg.batch // m)))
+
+
+def _wire_row(features: int, bits: int, device: Device) -> int:
+    """Elements per sample on a PLIO: the features zero-padded to whole DMA words, so that every sample,
+    and so every transfer, is a whole number of words whatever the batch."""
+    per_word = device.generation.word_bytes * 8 // bits
+    return -(-features // per_word) * per_word
 
 
 def map_design(graph: Graph, device: Device, batch: int) -> Design:
@@ -134,26 +144,26 @@ def map_design(graph: Graph, device: Device, batch: int) -> Design:
     memtiles = _Memtiles(device)
     buffers, plios = [], []
     gin, gout = graph.inputs[0], graph.outputs[0]
-    plios.append(Plio("in_0", "in", gin, device.plio_bits, batch * graph.tensors[gin].features))
-    plios.append(Plio("out_0", "out", gout, device.plio_bits, batch * graph.tensors[gout].features))
+    wire = {t: _wire_row(graph.tensors[t].features, graph.tensors[t].type.storage_bits, device) for t in (gin, gout)}
+    plios.append(Plio("in_0", "in", gin, device.plio_bits, wire[gin], batch * wire[gin]))
+    plios.append(Plio("out_0", "out", gout, device.plio_bits, wire[gout], batch * wire[gout]))
     producer: tuple[Op, DenseConfig] | None = None
     for i in range(len(configs) + 1):
         consumer = configs[i] if i < len(configs) else None
         tensor = consumer[0].inputs[0] if consumer else gout
         t = graph.tensors[tensor]
-        width = producer[1].n_pad if producer else t.features
-        if consumer:
-            width = max(width, consumer[1].k_pad)
+        width = producer[1].n_pad if producer else wire[tensor]
+        width = max(width, consumer[1].k_pad if consumer else wire[tensor])
         dims = (width, padded)
         real = (t.features, batch)
         if producer is None:
-            writers = (Access(Tiling(dims, real, (0, 0), ()), ("in_0",)),)
+            writers = (Access(Tiling(dims, (wire[tensor], batch), (0, 0), ()), ("in_0",)),)
         else:
             pop, pcfg = producer
             writers = tuple(Access(_writer(pcfg, c, dims), (f"{pop.name}_c{c}_s{pcfg.cas_length - 1}",))
                             for c in range(pcfg.cas_num))
         if consumer is None:
-            readers = (Access(Tiling(dims, real, (0, 0), ()), ("out_0",)),)
+            readers = (Access(Tiling(dims, (wire[tensor], batch), (0, 0), (), real), ("out_0",)),)
             near = origins[-1].col + configs[-1][1].cas_length - 1
         else:
             cop, ccfg = consumer
@@ -161,7 +171,7 @@ def map_design(graph: Graph, device: Device, batch: int) -> Design:
                             for s in range(ccfg.cas_length))
             near = origins[i].col
         size = width * padded * t.type.storage_bits // 8
-        col, row = memtiles.take(near, size, len(writers), len(readers), f"tensor '{tensor}'")
-        buffers.append(MemtileBuffer(f"mt_{i}", tensor, col, row, t.type.storage, dims, writers, readers))
+        col, row, offset = memtiles.take(near, size, len(writers), len(readers), f"tensor '{tensor}'")
+        buffers.append(MemtileBuffer(f"mt_{i}", tensor, col, row, offset, t.type.storage, dims, writers, readers))
         producer = consumer
     return Design(device, graph, batch, tuple(layers), tuple(tiles), tuple(buffers), tuple(plios))

@@ -48,9 +48,19 @@ def violations(design: Design) -> list[str]:
             found += _banks(design, layer, t, stage)
 
     used = defaultdict(lambda: [0, 0, 0])
+    spans = defaultdict(list)
     for b in design.memtile_buffers:
         if not (0 <= b.col < dev.columns and 0 <= b.row < dev.memtile_rows):
             found.append(f"memory-tile buffer {b.name} at ({b.col}, {b.row}) is outside the memory-tile rows")
+        if b.offset < 0 or b.offset + b.bytes > gen.memtile_bytes:
+            found.append(f"memory-tile buffer {b.name} spans bytes {b.offset}..{b.offset + b.bytes} "
+                         f"of a {gen.memtile_bytes}-byte memory tile")
+        if b.offset % gen.word_bytes:
+            found.append(f"memory-tile buffer {b.name} starts at byte {b.offset}, not on a {gen.word_bytes}-byte word")
+        for other, start, end in spans[(b.col, b.row)]:
+            if start < b.offset + b.bytes and b.offset < end:
+                found.append(f"memory-tile buffers {other} and {b.name} overlap in memory tile ({b.col}, {b.row})")
+        spans[(b.col, b.row)].append((b.name, b.offset, b.offset + b.bytes))
         u = used[(b.col, b.row)]
         u[0] += b.bytes
         u[1] += len(b.writers)
@@ -61,6 +71,11 @@ def violations(design: Design) -> list[str]:
         if s2mm > gen.memtile_s2mm or mm2s > gen.memtile_mm2s:
             found.append(f"memory tile ({col}, {row}) uses {s2mm} S2MM / {mm2s} MM2S channels "
                          f"> {gen.memtile_s2mm} / {gen.memtile_mm2s}")
+    for p in design.plios:
+        t = design.graph.tensors[p.tensor]
+        if p.row < t.features or (p.row * t.type.storage_bits // 8) % gen.word_bytes or p.elements != design.batch * p.row:
+            found.append(f"PLIO {p.name} carries {p.row} elements a sample ({p.elements} an iteration) for "
+                         f"{t.features} {t.type.storage} features: not whole {gen.word_bytes}-byte words")
     plio = Counter(p.direction for p in design.plios)
     if plio["in"] > dev.plio_inputs or plio["out"] > dev.plio_outputs:
         found.append(f"{plio['in']} input / {plio['out']} output PLIOs > {dev.plio_inputs} / {dev.plio_outputs}")
@@ -75,7 +90,7 @@ def _banks(design: Design, layer, t, stage: int) -> list[str]:
     out = 1 if cfg.out_bits <= 8 else 2
     need = {"weights": cfg.k_tile * cfg.n_tile * cfg.weight_bits // 8,
             "in_ping": cfg.batch * cfg.k_tile * act, "in_pong": cfg.batch * cfg.k_tile * act,
-            "stack": gen.stack_bytes}
+            "stack": gen.stack_bytes + gen.heap_bytes}
     if stage == cfg.cas_length - 1:
         need |= {"bias": cfg.n_tile * cfg.acc_bits // 8,
                  "out_ping": cfg.batch * cfg.n_tile * out, "out_pong": cfg.batch * cfg.n_tile * out}

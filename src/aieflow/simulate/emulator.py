@@ -50,7 +50,10 @@ def run(design: Design, x: np.ndarray, raw: bool = False) -> np.ndarray:
 
 def _iteration(design: Design, x: np.ndarray) -> np.ndarray:
     """One graph iteration: x [batch, features] integers in, the output integers out."""
-    streams: dict[str, np.ndarray] = {"in_0": x.ravel()}  # what each kernel or PLIO port sends
+    pin = next(p for p in design.plios if p.direction == "in")
+    wire = np.zeros((design.batch, pin.row), dtype=np.int64)  # the PLIO carries whole words per sample
+    wire[:, : x.shape[1]] = x
+    streams: dict[str, np.ndarray] = {pin.name: wire.ravel()}  # what each kernel or PLIO port sends
     by_tensor = {m.tensor: m for m in design.memtile_buffers}
     for layer in design.layers:
         buf = _fill(by_tensor[layer.op.inputs[0]], streams)
@@ -68,7 +71,8 @@ def _iteration(design: Design, x: np.ndarray) -> np.ndarray:
     buf = _fill(last, streams)
     (reader,) = last.readers
     tout = design.graph.tensors[design.graph.outputs[0]]
-    return read_tiles(buf, reader.tiling).reshape(design.batch, tout.features)
+    pout = next(p for p in design.plios if p.direction == "out")
+    return read_tiles(buf, reader.tiling).reshape(design.batch, pout.row)[:, : tout.features]
 
 
 def _fill(m: MemtileBuffer, streams: dict[str, np.ndarray]) -> np.ndarray:

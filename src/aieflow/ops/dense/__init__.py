@@ -69,7 +69,8 @@ class DenseConfig:
             ("weights", self.k_tile * self.n_tile * self.weight_bits // 8),
             ("in_ping", self.batch * self.k_tile * _bytes(self.act_bits)),
             ("in_pong", self.batch * self.k_tile * _bytes(self.act_bits)),
-            ("stack", gen.stack_bytes),
+            # Stack and heap, counted together in the stack's bank (the heap is not pinned separately).
+            ("stack", gen.stack_bytes + gen.heap_bytes),
         ]
         if stage == self.cas_length - 1:
             bufs += [
@@ -143,17 +144,27 @@ def candidates(op: Op, graph: Graph, device: Device, batch: int) -> list[DenseCo
 
 
 def bank_assignment(buffers: list[tuple[str, int]], device: Device) -> dict[str, int] | None:
-    """Place each buffer whole in one bank (first fit, largest first), or None when they do not fit."""
+    """Place each buffer whole in one bank, largest first, or None when they do not fit.
+
+    First try the emptiest bank each time: it spreads the buffers, so ping and pong and the weights land
+    in different banks and the core's loads do not collide with the DMA's writes. When that packs badly,
+    fall back to first fit, which succeeds whenever a simple packing exists.
+    """
     gen = device.generation
-    free = [gen.bank_bytes] * gen.banks
-    placed = {}
-    for name, size in sorted(buffers, key=lambda b: (-b[1], b[0])):
-        bank = next((i for i, f in enumerate(free) if f >= size), None)
-        if bank is None:
-            return None
-        free[bank] -= size
-        placed[name] = bank
-    return placed
+    order = sorted(buffers, key=lambda b: (-b[1], b[0]))
+    for pick in (lambda free, size: max(range(len(free)), key=lambda i: (free[i], -i)),
+                 lambda free, size: next((i for i, f in enumerate(free) if f >= size), 0)):
+        free = [gen.bank_bytes] * gen.banks
+        placed = {}
+        for name, size in order:
+            bank = pick(free, size)
+            if free[bank] < size:
+                break
+            free[bank] -= size
+            placed[name] = bank
+        else:
+            return placed
+    return None
 
 
 def choose(op: Op, graph: Graph, device: Device, batch: int) -> DenseConfig:

@@ -1,0 +1,320 @@
+"""The project writer: a Design becomes a Vitis 2025.2 AIE-ML ADF project folder.
+
+    write_project(design, path)   what Design.write calls
+    render_project(design)        the same files as {relative path: text}, nothing written
+
+The project holds design.json (so aieflow.load reads it back), the ADF graph (src/graph.h, src/graph.cpp),
+the kernels and packed parameters of every op family the design uses (rendered by that family's `emit`
+module, aieflow.ops.<kind>.emit), a Makefile and aie.cfg for v++ -c --mode aie, the simulators' input and
+the emulator's golden output (data/), and a README. Nothing here runs an AMD tool.
+
+Writing the same design twice gives byte-identical trees: no timestamps, every iteration in design order or
+sorted, the sample input drawn from a fixed seed. The files go to a temporary folder beside `path`, which
+replaces `path` only once it is complete; on any failure the temporary folder is removed and whatever was at
+`path` stays as it was.
+"""
+
+from __future__ import annotations
+
+import importlib
+import keyword
+import math
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from ..design import Design, MemtileBuffer
+from ..errors import DesignError
+
+# The simulators' sample input: drawn from this seed, so every write of a design gives the same files.
+SAMPLE_SEED = 0
+# At least this many graph iterations in the sample, so the simulators run the graph's steady state
+# (ping-pong buffers swapping) and not only its first iteration.
+MIN_ITERATIONS = 4
+
+GRAPH_CLASS = "aieflow_graph"
+GRAPH_INSTANCE = "aieflow_top"
+
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("aieflow", "emit/templates"),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    autoescape=False,
+)
+
+_CPP_KEYWORDS = frozenset("""
+alignas alignof and and_eq asm auto bitand bitor bool break case catch char char8_t char16_t char32_t class
+compl concept const consteval constexpr constinit const_cast continue co_await co_return co_yield decltype
+default delete do double dynamic_cast else enum explicit export extern false float for friend goto if inline
+int long mutable namespace new noexcept not not_eq nullptr operator or or_eq private protected public
+register reinterpret_cast requires return short signed sizeof static static_assert static_cast struct switch
+template this thread_local throw true try typedef typeid typename union unsigned using virtual void volatile
+wchar_t while xor xor_eq main std adf aie aieflow_dense int8 uint8 int16 uint16 int32 uint32 int64 uint64
+acc32 acc64
+""".split()) | {GRAPH_CLASS, GRAPH_INSTANCE}
+
+
+def c_identifier(name: str) -> str:
+    """A C++ identifier for a design name: other characters become '_', keywords and digits get a prefix."""
+    ident = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    if not ident or ident[0].isdigit() or ident.startswith("_"):
+        ident = "n" + ident  # identifiers starting with '_' + capital or '__' are reserved in C++
+    if ident in _CPP_KEYWORDS or keyword.iskeyword(ident):
+        ident += "_"
+    return ident
+
+
+def _unique_identifiers(names: list[str]) -> dict[str, str]:
+    """One distinct C++ identifier per name, in the order given (so the mapping is deterministic)."""
+    taken: set[str] = set()
+    out = {}
+    for name in names:
+        base = c_identifier(name)
+        ident, n = base, 2
+        while ident in taken:
+            ident, n = f"{base}_{n}", n + 1
+        taken.add(ident)
+        out[name] = ident
+    return out
+
+
+# --- the sample data ---------------------------------------------------------------------------------------
+
+
+def values_per_line(storage: str, plio_bits: int) -> int:
+    """Values on one line of a simulator text file: one PLIO word's worth (UG1076, TXT file format)."""
+    return plio_bits // (np.dtype(storage).itemsize * 8)
+
+
+def iterations(design: Design) -> int:
+    """Graph iterations in the sample: at least MIN_ITERATIONS, and enough that every PLIO file is made of
+    whole lines (a line is one PLIO word, so a partial last line would be a partial word)."""
+    n = 1
+    for p in design.plios:
+        per_line = values_per_line(design.graph.tensors[p.tensor].type.storage, p.bits)
+        n = math.lcm(n, per_line // math.gcd(p.elements, per_line))
+    return n * math.ceil(MIN_ITERATIONS / n)
+
+
+def sample_input(design: Design) -> np.ndarray:
+    """Raw input integers [iterations * batch, features] from a fixed seed, covering the type's full range."""
+    t = design.graph.tensors[design.graph.inputs[0]]
+    rng = np.random.default_rng(SAMPLE_SEED)
+    x = rng.integers(t.type.qmin, t.type.qmax, size=(iterations(design) * design.batch, t.features),
+                     endpoint=True, dtype=np.int64)
+    # Both ends of the range, whatever the draw: they are where saturation and sign handling show.
+    flat = x.reshape(-1)
+    flat[0], flat[-1] = t.type.qmin, t.type.qmax
+    if flat.size > 2:
+        flat[1] = 0
+    return x
+
+
+def text_lines(values: np.ndarray, per_line: int) -> str:
+    """Integers in the simulators' text format: `per_line` values a line, separated by spaces."""
+    flat = [str(int(v)) for v in np.asarray(values).ravel()]
+    return "".join(" ".join(flat[i:i + per_line]) + "\n" for i in range(0, len(flat), per_line))
+
+
+def parse_text(text: str) -> list[int]:
+    """Integers of a simulator text file; timestamp ('T ...') and TLAST lines are skipped."""
+    return [int(v) for line in text.splitlines() if line.strip() and not line.lstrip().startswith("T")
+            for v in line.split()]
+
+
+def _data_files(design: Design) -> dict[str, str]:
+    # The PLIO streams carry [batch, features] row-major per iteration: the emulator's order for the
+    # graph input and output (aieflow.simulate.emulator), and the order of the PLIO accesses' tilings.
+    (pin,) = [p for p in design.plios if p.direction == "in"]
+    (pout,) = [p for p in design.plios if p.direction == "out"]
+    x = sample_input(design)
+    y = design.simulate(x, raw=True)
+    tin = design.graph.tensors[pin.tensor].type
+    tout = design.graph.tensors[pout.tensor].type
+    return {
+        f"data/{pin.name}.txt": text_lines(_on_wire(x, pin.row), values_per_line(tin.storage, pin.bits)),
+        f"data/golden_{pout.name}.txt": text_lines(_on_wire(y, pout.row), values_per_line(tout.storage, pout.bits)),
+    }
+
+
+def _on_wire(values: np.ndarray, row: int) -> np.ndarray:
+    """Samples as the PLIO carries them: each zero-padded to `row` elements (whole DMA words)."""
+    wire = np.zeros((values.shape[0], row), dtype=np.int64)
+    wire[:, : values.shape[1]] = values
+    return wire
+
+
+# --- the graph ---------------------------------------------------------------------------------------------
+
+
+def _family(kind: str):
+    """The emit module of an op family: aieflow.ops.<kind>.emit."""
+    module = f"aieflow.ops.{kind}.emit"
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name not in (module, f"aieflow.ops.{kind}"):
+            raise  # the family's emitter exists but something it imports does not
+        raise DesignError(f"no emitter for op family '{kind}'",
+                          hint=f"add aieflow/ops/{kind}/emit.py with sources() and graph_fragment()") from None
+
+
+def _tiling(t) -> str:
+    """An adf::tiling_parameters initializer (UG1603 / XD100 tiling parameter structure)."""
+    def ints(v):
+        return "{" + ", ".join(str(int(e)) for e in v) + "}"
+
+    trav = ", ".join(f"{{.dimension = {s.dimension}, .stride = {s.stride}, .wrap = {s.wrap}}}" for s in t.traversal)
+    fields = [f".buffer_dimension = {ints(t.buffer_dimension)}", f".tiling_dimension = {ints(t.tiling_dimension)}",
+              f".offset = {ints(t.offset)}", f".tile_traversal = {{{trav}}}"]
+    if t.boundary_dimension is not None:
+        fields.append(f".boundary_dimension = {ints(t.boundary_dimension)}")
+    return "adf::tiling({" + ", ".join(fields) + "})"
+
+
+@dataclass(frozen=True)
+class _Memtile:
+    member: str
+    buffer: MemtileBuffer
+    ctype: str
+    offset: int
+    writers: list[tuple[str, list[str]]]  # (tiling initializer, ports writing through it)
+    readers: list[tuple[str, list[str]]]  # (tiling initializer, ports it broadcasts to)
+
+
+def _graph_context(design: Design, layer_ns: dict[str, str]) -> dict:
+    fragments = []
+    data_in, data_out = {}, {}
+    for layer in design.layers:
+        frag = _family(layer.op.kind).graph_fragment(design, layer, layer_ns[layer.op.name])
+        fragments.append(frag)
+        data_in.update(frag.data_in)
+        data_out.update(frag.data_out)
+    plio_member = {p.name: c_identifier(p.name) for p in design.plios}
+    memtile_member = {m.name: c_identifier(m.name) for m in design.memtile_buffers}
+    members = list(plio_member.values()) + list(memtile_member.values())
+    members += [k for f in fragments for k in f.kernels]
+    if len(set(members)) != len(members):
+        raise DesignError("two graph members would have the same C++ name",
+                          hint="give the model's layers names that differ in more than punctuation")
+
+    def source(peer):  # the port a writer's data leaves on
+        return f"{plio_member[peer]}.out[0]" if peer in plio_member else data_out[peer]
+
+    def sink(peer):  # the port a reader's data arrives on
+        return f"{plio_member[peer]}.in[0]" if peer in plio_member else data_in[peer]
+
+    memtiles = []
+    for m in design.memtile_buffers:
+        memtiles.append(_Memtile(
+            memtile_member[m.name], m, m.storage, m.offset,
+            [(_tiling(a.tiling), [source(p) for p in a.peers]) for a in m.writers],
+            [(_tiling(a.tiling), [sink(p) for p in a.peers]) for a in m.readers],
+        ))
+    plios = []
+    for p in design.plios:
+        if p.bits not in (32, 64, 128):
+            raise DesignError(f"PLIO '{p.name}' is {p.bits} bits wide; ADF has 32-, 64- and 128-bit PLIOs")
+        plios.append({"member": plio_member[p.name], "plio": p, "file": f"data/{p.name}.txt"})
+    includes = sorted({inc for f in fragments for inc in f.includes})
+    return {"fragments": fragments, "memtiles": memtiles, "plios": plios, "includes": includes}
+
+
+# --- the project -------------------------------------------------------------------------------------------
+
+
+def _context(design: Design) -> dict:
+    gen = design.device.generation
+    (pout,) = [p for p in design.plios if p.direction == "out"]
+    summary = design.summary()
+    return {
+        "design": design,
+        "device": design.device,
+        "gen": gen,
+        "summary": summary,
+        "graph_class": GRAPH_CLASS,
+        "graph_instance": GRAPH_INSTANCE,
+        "iterations": iterations(design),
+        "samples": iterations(design) * design.batch,
+        "out_file": f"data/{pout.name}.txt",
+        "golden_file": f"data/golden_{pout.name}.txt",
+        "pl_freq_mhz": f"{design.device.plio_hz / 1e6:g}",
+        "families": sorted({l.op.kind for l in design.layers}),
+    }
+
+
+def render_project(design: Design) -> dict[str, str]:
+    """Every file of the project as {path relative to the project root: text}, sorted by path."""
+    files = {"design.json": design.to_json()}
+    layer_ns = _unique_identifiers([l.op.name for l in design.layers])
+    ctx = _context(design)
+    ctx.update(_graph_context(design, layer_ns))
+    files["src/graph.h"] = _ENV.get_template("graph.h.j2").render(**ctx)
+    files["src/graph.cpp"] = _ENV.get_template("graph.cpp.j2").render(**ctx)
+    for kind in ctx["families"]:
+        layers = [(l, layer_ns[l.op.name]) for l in design.layers if l.op.kind == kind]
+        files.update(_family(kind).sources(design, layers))
+    files.update(_data_files(design))
+    files["Makefile"] = _ENV.get_template("Makefile.j2").render(**ctx)
+    files["aie.cfg"] = _ENV.get_template("aie.cfg.j2").render(**ctx)
+    files["README.md"] = _ENV.get_template("README.md.j2").render(files=sorted(files), **ctx)
+    return dict(sorted(files.items()))
+
+
+def _check_target(path: Path) -> None:
+    """Refuse to replace something that is not an earlier project: a file, or a folder of other things."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise DesignError(f"{path} exists and is not a folder", hint="choose a new folder for the project")
+    if path.is_dir() and any(path.iterdir()) and not (path / "design.json").is_file():
+        raise DesignError(f"{path} is a folder that is not an aieflow project (it has no design.json)",
+                          hint="choose an empty or new folder; aieflow replaces only its own projects")
+
+
+def write_project(design: Design, path: str | Path) -> Path:
+    """Write the project for `design` to `path`, replacing an earlier project there only on success."""
+    given = Path(path)
+    _check_target(given)
+    path = given.resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes a private folder; a project is an ordinary one
+        for rel, text in render_project(design).items():
+            target = tmp / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8", newline="\n")
+        _replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return given
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    """Move the finished folder into place; an earlier project is set aside first and restored on failure."""
+    if not path.exists():
+        os.rename(tmp, path)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+    os.rmdir(old)
+    os.rename(path, old)
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        os.rename(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,190 @@
+"""C++ for dense layers: the kernels (AIE API), their packed parameters, and their part of the ADF graph.
+
+The project writer (aieflow.emit) asks this module for two things only: the source files of every dense
+layer of a design (`sources`) and the graph code of one layer (`graph_fragment`). Everything the kernels
+compute comes from the Design: the packed weights and bias, the microtile, the shift and the output type's
+rounding and saturation, so the emitted kernels and the emulator (kernel_partial / kernel_finish) read the
+same numbers and follow the same layouts (see this package's docstring).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jinja2
+import numpy as np
+
+from ...errors import DesignError
+from ...numerics import FixedType
+
+# The runtime ratio tells the mapper how much of a core a kernel needs; every kernel has a tile of its own
+# (the placement says which), so any value below 1 keeps the mapper from packing two on one core.
+RUNTIME_RATIO = 0.9
+
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("aieflow", "ops/dense/templates"),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    autoescape=False,
+)
+
+# Values per line in the parameter headers: short enough to read and diff.
+_VALUES_PER_LINE = 16
+# Alignment of the parameter arrays: one 256-bit vector load (AM020), so aie::load_v never straddles.
+_PARAM_ALIGN_BYTES = 32
+
+
+def left_upshift(shift: int, out: FixedType) -> int:
+    """The upshift a kernel applies for a negative `shift` (a left shift), exactly as numerics.srs does.
+
+    The kernel reads the accumulator as int32 lanes (exact for a 32-bit accumulator; a 64-bit one saturates
+    into int32, or wraps with saturation none, which changes no result: saturation keeps the sign and a
+    saturated value saturates again, and wrapping keeps the low bits), moves them into a 64-bit accumulator
+    shifted up by this many bits, and lets the output type's saturation finish. Shifting by more bits than
+    the output has changes nothing (the low bits are zero either way; any nonzero value saturates either
+    way), so the shift is capped at the output's width, and int32 << 16 cannot overflow 64 bits.
+    """
+    return min(-shift, out.bits) if shift < 0 else 0
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """One layer's part of the graph class: headers, member declarations, constructor code, data ports."""
+
+    includes: tuple[str, ...]
+    members: str
+    body: str
+    kernels: tuple[str, ...]  # the graph members this fragment declares
+    data_in: dict[str, str]  # kernel id -> the port its input buffer arrives on
+    data_out: dict[str, str]  # kernel id (last stage of a chain) -> the port its output buffer leaves on
+
+
+def role(stage: int, cas_length: int) -> str:
+    """Which kernel class a stage uses: its cascade ports differ."""
+    if cas_length == 1:
+        return "single"
+    if stage == 0:
+        return "first"
+    return "last" if stage == cas_length - 1 else "middle"
+
+
+def kernel_member(ns: str, chain: int, stage: int) -> str:
+    return f"{ns}_c{chain}_s{stage}"
+
+
+def _ctype(bits: int, signed: bool = True) -> str:
+    return f"{'' if signed else 'u'}int{bits}"
+
+
+def _layer_context(design, layer, ns: str) -> dict:
+    cfg = layer.config
+    graph = design.graph
+    m, k, n = cfg.microtile
+    x = graph.tensors[layer.op.inputs[0]].type
+    y = graph.tensors[layer.op.outputs[0]].type
+    w: FixedType = layer.op.attrs["weight_type"]
+    gen = design.device.generation
+    lanes = gen.cascade_bits // cfg.acc_bits  # accumulator lanes in one cascade word
+    if (m * n) % lanes or lanes % n or (lanes // n) & (lanes // n - 1):
+        raise DesignError(
+            f"the {m}x{k}x{n} microtile with a {cfg.acc_bits}-bit accumulator does not split into "
+            f"{gen.cascade_bits}-bit cascade words of whole rows", node=layer.op.name,
+            hint="the dense emitter needs N to divide the lanes of a cascade word")
+    shift = int(layer.op.attrs["shift"])
+    roles = sorted({role(s, cfg.cas_length) for s in range(cfg.cas_length)},
+                   key=("single", "first", "middle", "last").index)
+    return {
+        "ns": ns,
+        "name": layer.op.name,
+        "cfg": cfg,
+        "M": m, "K": k, "N": n,
+        "in_t": x.storage, "w_t": _ctype(w.storage_bits), "out_t": y.storage,
+        "bias_t": _ctype(cfg.acc_bits), "acc_tag": f"acc{cfg.acc_bits}",
+        "lanes": lanes, "reps": lanes // n, "words": m * n // lanes,
+        "shift": shift, "upshift": left_upshift(shift, y),
+        "rounding": y.rounding.api_name, "saturation": y.saturation.api_name,
+        "relu": bool(layer.op.attrs.get("relu", False)),
+        "out_type": y.describe(),
+        "roles": roles,
+    }
+
+
+def _array_lines(values: np.ndarray) -> list[str]:
+    flat = [_literal(int(v), values.dtype) for v in np.asarray(values).ravel()]
+    return [", ".join(flat[i:i + _VALUES_PER_LINE]) for i in range(0, len(flat), _VALUES_PER_LINE)]
+
+
+def _literal(v: int, dtype: np.dtype) -> str:
+    if np.dtype(dtype).itemsize == 8:
+        # A 64-bit literal needs its suffix; the most negative value has no literal of its own.
+        return "(-9223372036854775807LL - 1)" if v == -(1 << 63) else f"{v}LL"
+    if np.dtype(dtype).itemsize == 4 and v == -(1 << 31):
+        return "(-2147483647 - 1)"
+    return str(v)
+
+
+def _params_context(design, layer, ns: str) -> dict:
+    cfg = layer.config
+    weights = layer.packed["weights"]
+    bias = layer.packed["bias"]
+    arrays = []
+    for chain in range(cfg.cas_num):
+        for stage in range(cfg.cas_length):
+            w = weights[chain, stage]
+            arrays.append({"name": f"{kernel_member(ns, chain, stage)}_weights", "ctype": _ctype(w.dtype.itemsize * 8),
+                           "size": w.size, "lines": _array_lines(w),
+                           "what": f"weights of chain {chain}, stage {stage}: [Nt/N][Kt/K][K][N] blocks"})
+        b = bias[chain]
+        arrays.append({"name": f"{ns}_c{chain}_bias", "ctype": _ctype(b.dtype.itemsize * 8), "size": b.size,
+                       "lines": _array_lines(b),
+                       "what": f"bias of chain {chain} on the accumulator grid, added by its last stage"})
+    return {"ns": ns, "name": layer.op.name, "arrays": arrays, "align": _PARAM_ALIGN_BYTES}
+
+
+def sources(design, layers: list[tuple[object, str]]) -> dict[str, str]:
+    """Kernel and parameter files of the dense layers `layers` ((Layer, C identifier) pairs)."""
+    files = {"src/kernels/dense.h": _ENV.get_template("dense.h.j2").render()}
+    for layer, ns in layers:
+        ctx = _layer_context(design, layer, ns)
+        files[f"src/kernels/{ns}.h"] = _ENV.get_template("layer.h.j2").render(**ctx)
+        files[f"src/kernels/{ns}.cpp"] = _ENV.get_template("layer.cpp.j2").render(**ctx)
+        files[f"src/params/{ns}.h"] = _ENV.get_template("params.h.j2").render(**_params_context(design, layer, ns))
+    return files
+
+
+_PORT_OF_BUFFER = {"in_ping": "in", "in_pong": "in", "out_ping": "out", "out_pong": "out"}
+_KNOWN_BUFFERS = {"weights", "bias", "stack", *_PORT_OF_BUFFER}
+
+
+def _tile_context(layer, ns: str, tile) -> dict:
+    cfg = layer.config
+    banks = {}
+    for b in tile.buffers:
+        if b.name not in _KNOWN_BUFFERS:
+            raise DesignError(f"kernel {tile.id} has a buffer '{b.name}' the dense emitter does not know",
+                              node=layer.op.name, hint=f"expected {', '.join(sorted(_KNOWN_BUFFERS))}")
+        banks[b.name] = b.bank
+    r = role(tile.stage, cfg.cas_length)
+    member = kernel_member(ns, tile.chain, tile.stage)
+    last = r in ("single", "last")
+    return {
+        "member": member, "role": r, "tile": tile, "last": last,
+        "prev": kernel_member(ns, tile.chain, tile.stage - 1) if tile.stage > 0 else None,
+        "weights": f"{member}_weights", "bias": f"{ns}_c{tile.chain}_bias",
+        "banks": banks,
+        "in_elems": cfg.batch * cfg.k_tile, "out_elems": cfg.batch * cfg.n_tile,
+    }
+
+
+def graph_fragment(design, layer, ns: str) -> Fragment:
+    """The graph code of one dense layer: kernels, constraints, buffer sizes and cascade connections."""
+    ctx = _layer_context(design, layer, ns)
+    tiles = [_tile_context(layer, ns, t) for t in design.kernels_of(layer.op.name)]
+    members = _ENV.get_template("graph_members.j2").render(tiles=tiles, **ctx)
+    body = _ENV.get_template("graph_body.j2").render(tiles=tiles, ratio=RUNTIME_RATIO, **ctx)
+    data_in = {t["tile"].id: f"{t['member']}.in[0]" for t in tiles}
+    data_out = {t["tile"].id: f"{t['member']}.out[0]" for t in tiles if t["last"]}
+    return Fragment((f"kernels/{ns}.h", f"params/{ns}.h"), members, body, tuple(t["member"] for t in tiles),
+                    data_in, data_out)

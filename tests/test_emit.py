@@ -1,0 +1,787 @@
+"""The emitted Vitis project: complete, deterministic, written atomically, and saying what the design says.
+
+No AMD tool runs here. What can be checked without one is checked: every file is there; two writes are
+byte-identical; the graph pins each kernel to the design's tile and chains its cascades; the parameter
+headers hold exactly the packed integers; the golden output is the emulator's output on the sample input;
+a failed write leaves nothing behind. The C++ is compiled with g++ against a small stub of ADF and the AIE
+API written below: the graph and the kernels must parse, and the kernels, run on the host with the stub's
+reference semantics, must produce what the emulator's kernel functions produce.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import aieflow
+import aieflow.emit as emit
+from aieflow.examples import jet_tagger, qdq_mlp
+from aieflow.numerics import FixedType, Rounding, Saturation, saturate, srs
+from aieflow.ops import dense
+from aieflow.ops.dense.emit import left_upshift
+
+GXX = shutil.which("g++")
+
+
+# --- designs -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def jet():
+    return aieflow.compile(jet_tagger(), device="ve2802", batch=8)
+
+
+@pytest.fixture(scope="module")
+def cascaded():
+    """Cascades (4 stages x 2 chains), 16-bit activations and weights, a 64-bit accumulator."""
+    return aieflow.compile(qdq_mlp([300, 200, 17], act_bits=16, weight_bits=16, seed=1), device="ve2802", batch=4)
+
+
+@pytest.fixture(scope="module")
+def left_shift():
+    """A first layer whose shift is negative (output frac above the accumulator's), odd batch."""
+    model = qdq_mlp([40, 24, 10], fracs=[4, 12, 13], weight_fracs=[6, 6], seed=3)
+    design = aieflow.compile(model, device="ve2802", batch=5)
+    assert design.layers[0].op.attrs["shift"] < 0
+    return design
+
+
+@pytest.fixture(scope="module")
+def odd_names():
+    """Layer names that are no C++ identifiers (and one a keyword): the emitter must make them into some."""
+    from aieflow.frontends.onnx_qdq import load_onnx
+
+    graph = load_onnx(qdq_mlp([20, 30, 12, 6], seed=2))
+    names = ["dense/0.Gemm", "class", "2nd layer"]
+    ops = tuple(dataclasses.replace(op, name=n) for op, n in zip(graph.ops, names))
+    return aieflow.compile(dataclasses.replace(graph, ops=ops), device="ve2802", batch=8)
+
+
+def _write(design, tmp_path, name="proj") -> Path:
+    return design.write(tmp_path / name)
+
+
+def _with_modes(design, rounding: Rounding, saturation: Saturation):
+    """The same design with every layer output brought into its type by other rounding/saturation modes."""
+    def retype(t):
+        return dataclasses.replace(t, type=dataclasses.replace(t.type, rounding=rounding, saturation=saturation))
+
+    graph = design.graph
+    tensors = {k: (t if k == graph.inputs[0] else retype(t)) for k, t in graph.tensors.items()}
+    return dataclasses.replace(design, graph=dataclasses.replace(graph, tensors=tensors))
+
+
+# --- the files ---------------------------------------------------------------------------------------------
+
+
+def test_every_expected_file_is_written(jet, tmp_path):
+    root = _write(jet, tmp_path)
+    names = [emit.c_identifier(l.op.name) for l in jet.layers]
+    expected = {"design.json", "Makefile", "aie.cfg", "README.md", "src/graph.h", "src/graph.cpp",
+                "src/kernels/dense.h", "data/in_0.txt", "data/golden_out_0.txt"}
+    for ns in names:
+        expected |= {f"src/kernels/{ns}.h", f"src/kernels/{ns}.cpp", f"src/params/{ns}.h"}
+    written = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+    assert written == expected
+    assert aieflow.load(root).to_json() == jet.to_json() == (root / "design.json").read_text()
+
+
+def test_writing_twice_gives_identical_trees(cascaded, tmp_path):
+    a, b = _write(cascaded, tmp_path, "a"), _write(cascaded, tmp_path, "b")
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files_a == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    for rel in files_a:
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+    _write(cascaded, tmp_path, "a")  # replacing a project gives the same bytes again
+    assert all((a / rel).read_bytes() == (b / rel).read_bytes() for rel in files_a)
+
+
+def test_no_template_placeholder_is_left(cascaded):
+    for rel, text in emit.render_project(cascaded).items():
+        # (C++ has "{{" of its own, in nested initializers, but never "{{ name" nor "{%" nor "{#")
+        assert not re.search(r"\{\{\s*[A-Za-z_]|\{%|\{#", text), rel
+        if rel.endswith((".h", ".cpp")):
+            code = re.sub(r"//[^\n]*|\"[^\"\n]*\"", "", text)  # comments and strings may hold anything
+            for open_, close in ("{}", "()", "[]"):
+                assert code.count(open_) == code.count(close), (rel, open_)
+
+
+# --- the graph ---------------------------------------------------------------------------------------------
+
+_LOCATION = re.compile(r"adf::location<adf::kernel>\((\w+)\) = adf::tile\((\d+), (\d+)\);")
+_CASCADE = re.compile(r"// cascade: [^\n]*\n\s*adf::connect\((\w+)\.out\[0\], (\w+)\.in\[1\]\);")
+
+
+@pytest.mark.parametrize("which", ["jet", "cascaded", "left_shift", "odd_names"])
+def test_one_location_per_kernel_at_the_designs_tile(which, request):
+    design = request.getfixturevalue(which)
+    graph = emit.render_project(design)["src/graph.h"]
+    found = [(k, int(c), int(r)) for k, c, r in _LOCATION.findall(graph)]
+    want = [(f"{emit.c_identifier(t.layer)}_c{t.chain}_s{t.stage}", t.col, t.row) for t in design.tiles]
+    assert found == want
+    if which == "odd_names":
+        assert [k for k, _, _ in found] == ["dense_0_Gemm_c0_s0", "class__c0_s0", "n2nd_layer_c0_s0"]
+
+
+@pytest.mark.parametrize("which", ["jet", "cascaded"])
+def test_one_cascade_per_adjacent_stage_pair(which, request):
+    design = request.getfixturevalue(which)
+    graph = emit.render_project(design)["src/graph.h"]
+    want = []
+    for layer in design.layers:
+        ns = emit.c_identifier(layer.op.name)
+        for c in range(layer.config.cas_num):
+            want += [(f"{ns}_c{c}_s{s}", f"{ns}_c{c}_s{s + 1}") for s in range(layer.config.cas_length - 1)]
+    assert _CASCADE.findall(graph) == want
+    kernels = {f"{emit.c_identifier(t.layer)}_c{t.chain}_s{t.stage}" for t in design.tiles}
+    # a kernel's in[1] is its cascade input: nothing else connects to it
+    assert sorted(k for k in re.findall(r"(\w+)\.in\[1\]", graph) if k in kernels) == sorted(k for _, k in want)
+    assert all(k in kernels for pair in want for k in pair)
+    assert (len(want) > 0) == (which == "cascaded")
+
+
+def test_bank_constraints_follow_the_bank_plan(cascaded):
+    graph = emit.render_project(cascaded)["src/graph.h"]
+    for t in cascaded.tiles:
+        k = f"{emit.c_identifier(t.layer)}_c{t.chain}_s{t.stage}"
+        bank = {b.name: b.bank for b in t.buffers}
+        assert f"adf::location<adf::stack>({k}) = adf::bank({t.col}, {t.row}, {bank['stack']});" in graph
+        assert f"adf::location<adf::parameter>({k}.param[0]) = adf::bank({t.col}, {t.row}, {bank['weights']});" in graph
+        ping_pong = f"{{adf::bank({t.col}, {t.row}, {bank['in_ping']}), adf::bank({t.col}, {t.row}, {bank['in_pong']})}}"
+        assert f"adf::location<adf::buffer>({k}.in[0]) = {ping_pong};" in graph
+        assert ("bias" in bank) == (f"{k}.param[1])" in graph) == (f"{k}.out[0]) = {{adf::bank" in graph)
+
+
+def test_memtile_buffers_carry_the_designs_tilings(cascaded):
+    graph = emit.render_project(cascaded)["src/graph.h"]
+    for m in cascaded.memtile_buffers:
+        dims = ", ".join(map(str, m.dims))
+        assert f"{m.name} = adf::shared_buffer<{m.storage}>::create({{{dims}}}, {len(m.writers)}, {len(m.readers)});" in graph
+        assert f"adf::location<adf::buffer>({m.name}) = adf::address({m.col}, {m.row}, " in graph
+        for i, a in enumerate(m.readers):
+            t = a.tiling
+            assert f"adf::read_access({m.name}.out[{i}]) = {emit._tiling(t)};" in graph
+            assert f".tiling_dimension = {{{', '.join(map(str, t.tiling_dimension))}}}" in emit._tiling(t)
+            for peer in a.peers:  # a read port broadcasts to every kernel of its stage
+                target = f"{peer}.in[0]" if peer not in ("out_0",) else "out_0.in[0]"
+                assert f"adf::connect({m.name}.out[{i}], {target});" in graph
+        for i, a in enumerate(m.writers):
+            assert f"adf::write_access({m.name}.in[{i}]) = {emit._tiling(a.tiling)};" in graph
+
+
+def test_plio_and_main(jet):
+    files = emit.render_project(jet)
+    graph, main = files["src/graph.h"], files["src/graph.cpp"]
+    assert 'adf::input_plio::create("in_0", adf::plio_128_bits, "data/in_0.txt")' in graph
+    assert 'adf::output_plio::create("out_0", adf::plio_128_bits, "data/out_0.txt")' in graph
+    assert "#if defined(__AIESIM__) || defined(__X86SIM__)" in main
+    assert f"aieflow_top.run({emit.iterations(jet)});" in main
+
+
+def test_makefile_and_config(jet):
+    files = emit.render_project(jet)
+    make, cfg = files["Makefile"], files["aie.cfg"]
+    assert f"PLATFORM ?= {jet.device.platform}\n" in make
+    for target in ("aie", "x86sim", "aiesim", "check", "clean"):
+        assert re.search(rf"^{target}:", make, re.M), target
+    assert "v++ -c --mode aie --target hw --platform $(PLATFORM)" in make.replace("$(VPP)", "v++")
+    assert "--config aie.cfg" in make and "x86simulator --pkg-dir=" in make and "aiesimulator --pkg-dir=" in make
+    commands = [line for line in make.splitlines()
+                if not line.startswith("#") and re.search(r"\$\(VPP\) -c|simulator --pkg-dir|rm -rf", line)]
+    assert len(commands) == 5 and all(line.startswith("\t") for line in commands)  # recipes need a tab
+    assert f"stacksize={jet.device.generation.stack_bytes}\n" in cfg and "[aie]" in cfg
+    readme = files["README.md"]
+    assert "without running any AMD tool" in readme
+    for layer in jet.layers:
+        assert f"| {layer.op.name} | {layer.config.in_features} | {layer.config.out_features} |" in readme
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_check_tolerates_timestamps(jet, tmp_path):
+    root = _write(jet, tmp_path)
+    golden = (root / "data/golden_out_0.txt").read_text().splitlines()
+    out = root / "aiesimulator_output/data/out_0.txt"
+    out.parent.mkdir(parents=True)
+    # The AI Engine simulator interleaves timestamps and TLAST markers with the data lines.
+    out.write_text("".join(f"T {100 * i} ns\n{line}\n" + ("TLAST\n" if i == len(golden) - 1 else "")
+                           for i, line in enumerate(golden)))
+    ok = subprocess.run(["make", "-s", "check", "SIM=aiesim"], cwd=root, capture_output=True, text=True)
+    assert ok.returncode == 0 and "PASS" in ok.stdout, ok.stdout + ok.stderr
+    out.write_text(out.read_text().replace("\n" + golden[0].split()[0] + " ", "\n999 ", 1))
+    bad = subprocess.run(["make", "-s", "check", "SIM=aiesim"], cwd=root, capture_output=True, text=True)
+    assert bad.returncode != 0 and "FAIL" in bad.stdout
+
+
+# --- parameters and data -----------------------------------------------------------------------------------
+
+_ARRAY = re.compile(r"static const (\w+) (\w+)\[(\d+)\] = \{(.*?)\};", re.S)
+
+
+def _parse_arrays(text: str) -> dict[str, np.ndarray]:
+    out = {}
+    for ctype, name, size, body in _ARRAY.findall(text):
+        body = body.replace("(-9223372036854775807LL - 1)", str(-(1 << 63))).replace("(-2147483647 - 1)", str(-(1 << 31)))
+        values = [int(v.strip().rstrip("L")) for v in body.split(",") if v.strip()]
+        assert len(values) == int(size), name
+        out[name] = np.array(values, dtype=np.int64)
+    return out
+
+
+@pytest.mark.parametrize("which", ["jet", "cascaded"])
+def test_parameter_headers_hold_the_packed_integers(which, request):
+    design = request.getfixturevalue(which)
+    files = emit.render_project(design)
+    for layer in design.layers:
+        ns = emit.c_identifier(layer.op.name)
+        arrays = _parse_arrays(files[f"src/params/{ns}.h"])
+        cfg = layer.config
+        want = {}
+        for c in range(cfg.cas_num):
+            for s in range(cfg.cas_length):
+                want[f"{ns}_c{c}_s{s}_weights"] = layer.packed["weights"][c, s]
+            want[f"{ns}_c{c}_bias"] = layer.packed["bias"][c]
+        assert sorted(arrays) == sorted(want)
+        for name, values in want.items():
+            np.testing.assert_array_equal(arrays[name], values.astype(np.int64), err_msg=name)
+
+
+def test_extreme_64_bit_literals_round_trip():
+    from aieflow.ops.dense.emit import _array_lines
+    values = np.array([-(1 << 63), (1 << 63) - 1, -5, 0], dtype=np.int64)
+    text = "static const int64 x[4] = {" + ",\n".join(_array_lines(values)) + "};"
+    np.testing.assert_array_equal(_parse_arrays(text)["x"], values)
+
+
+@pytest.mark.parametrize("which", ["jet", "left_shift", "cascaded"])
+def test_golden_output_is_the_emulator_on_the_sample_input(which, request, tmp_path):
+    design = request.getfixturevalue(which)
+    root = _write(design, tmp_path)
+    tin = design.graph.tensors[design.graph.inputs[0]]
+    tout = design.graph.tensors[design.graph.outputs[0]]
+    n = emit.iterations(design)
+    pin, pout = design.plios
+    # Samples travel zero-padded to whole DMA words (Plio.row elements each).
+    wire_x = np.array(emit.parse_text((root / "data/in_0.txt").read_text())).reshape(n * design.batch, pin.row)
+    wire_y = np.array(emit.parse_text((root / "data/golden_out_0.txt").read_text())).reshape(n * design.batch, pout.row)
+    assert not wire_x[:, tin.features:].any() and not wire_y[:, tout.features:].any()
+    x = wire_x[:, : tin.features]
+    np.testing.assert_array_equal(wire_y[:, : tout.features], design.simulate(x, raw=True))
+    assert x.min() == tin.type.qmin and x.max() == tin.type.qmax  # the whole input range
+    for rel, p in (("data/in_0.txt", design.plios[0]), ("data/golden_out_0.txt", design.plios[1])):
+        storage = design.graph.tensors[p.tensor].type.storage
+        lines = (root / rel).read_text().splitlines()
+        assert {len(line.split()) for line in lines} == {emit.values_per_line(storage, p.bits)}, rel
+
+
+# --- writing atomically ------------------------------------------------------------------------------------
+
+
+def _leftovers(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
+
+
+def test_a_failed_write_leaves_nothing(jet, tmp_path, monkeypatch):
+    def broken(design):
+        raise RuntimeError("render failed")
+
+    monkeypatch.setattr(emit, "_data_files", broken)
+    with pytest.raises(RuntimeError, match="render failed"):
+        jet.write(tmp_path / "proj")
+    assert not (tmp_path / "proj").exists()
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_failed_write_keeps_the_previous_project(jet, cascaded, tmp_path, monkeypatch):
+    root = _write(jet, tmp_path)
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    monkeypatch.setattr(emit.Path, "write_text", _fail_on_the_fifth_write())
+    with pytest.raises(OSError, match="disk full"):
+        cascaded.write(root)
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+    assert _leftovers(tmp_path) == []
+
+
+def _fail_on_the_fifth_write():
+    original = Path.write_text
+    calls = []
+
+    def write_text(self, *args, **kwargs):
+        calls.append(self)
+        if len(calls) == 5:
+            raise OSError("disk full")
+        return original(self, *args, **kwargs)
+
+    return write_text
+
+
+def test_replaces_only_its_own_projects(jet, tmp_path):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(aieflow.AieflowError, match="not an aieflow project"):
+        jet.write(foreign)
+    assert (foreign / "notes.txt").read_text() == "keep me"
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(aieflow.AieflowError, match="not a folder"):
+        jet.write(tmp_path / "afile")
+
+
+def test_identifiers_are_valid_and_distinct():
+    names = ["fc/1.Gemm", "fc_1_Gemm", "1st", "class", "_x", "fc/1.Gemm2"]
+    ids = emit._unique_identifiers(names)
+    assert len(set(ids.values())) == len(names)
+    assert all(re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", v) for v in ids.values())
+    assert ids["class"] == "class_"
+
+
+# --- the exact left shift ----------------------------------------------------------------------------------
+
+
+def _kernel_left_shift(acc: np.ndarray, shift: int, out: FixedType, acc_bits: int) -> np.ndarray:
+    """What dense.h's finish() does for a negative shift, step by step, in integers."""
+    # to_vector<int32>(0): exact for 32-bit sums; a 64-bit accumulator saturates (or wraps) into int32
+    v = saturate(acc, 32, True, out.saturation) if acc_bits == 64 else acc
+    up = left_upshift(shift, out)
+    assert np.all((v >= -(2**31)) & (v < 2**31)) and up <= 16  # int32 << 16 fits the 64-bit accumulator
+    return saturate(v << up, out.bits, out.signed, out.saturation)  # acc64 upshift, then SRS(0)
+
+
+@pytest.mark.parametrize("saturation", list(Saturation))
+@pytest.mark.parametrize("bits,signed", [(8, True), (8, False), (16, True), (16, False)])
+@pytest.mark.parametrize("acc_bits", [32, 64])
+def test_left_shift_equals_srs(saturation, bits, signed, acc_bits):
+    if saturation is Saturation.SYMMETRIC and not signed:
+        pytest.skip("symmetric saturation is for signed types (UG1529)")
+    out = FixedType(bits, signed, 0, Rounding.CONV_EVEN, saturation)
+    rng = np.random.default_rng(bits + acc_bits)
+    top = 1 << (acc_bits - 1)
+    acc = np.concatenate([np.arange(-300, 301), rng.integers(-top, top, 2000),
+                          [-top, top - 1, -(1 << 31), (1 << 31) - 1, 1 << 40, -(1 << 40)]]).astype(np.int64)
+    if acc_bits == 32:
+        acc = acc[(acc >= -(1 << 31)) & (acc < (1 << 31))]
+    for shift in range(-(acc_bits - 1), 0):
+        np.testing.assert_array_equal(_kernel_left_shift(acc, shift, out, acc_bits), srs(acc, shift, out),
+                                      err_msg=f"shift {shift}")
+
+
+# --- the C++ -----------------------------------------------------------------------------------------------
+
+_STUB_ADF = r"""
+// Test stub: just enough of ADF for the generated graph to parse, and for the kernels to run on the host.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <deque>
+#include <initializer_list>
+#include <vector>
+
+using int8 = std::int8_t;
+using uint8 = std::uint8_t;
+using int16 = std::int16_t;
+using uint16 = std::uint16_t;
+using int32 = std::int32_t;
+using uint32 = std::uint32_t;
+using int64 = std::int64_t;
+using uint64 = std::uint64_t;
+struct acc32 { static constexpr int bits = 32; };
+struct acc64 { static constexpr int bits = 64; };
+
+// A cascade link on the host: a queue of 512-bit words, each kept as its accumulator lanes.
+using cascade_words = std::deque<std::vector<std::int64_t>>;
+template <typename Tag> struct input_cascade { cascade_words* words; };
+template <typename Tag> struct output_cascade { cascade_words* words; };
+
+#define REGISTER_FUNCTION(f) ((void)&f)
+#define REGISTER_PARAMETER(p) ((void)sizeof(p))
+
+namespace adf {
+template <typename T> struct input_buffer { T* ptr; T* data() { return ptr; } };
+template <typename T> struct output_buffer { T* ptr; T* data() { return ptr; } };
+
+struct port {};
+struct location_constraint {};
+location_constraint tile(int col, int row);
+location_constraint bank(int col, int row, int id);
+location_constraint address(int col, int row, int offset);
+struct location_ref {
+    location_ref& operator=(const location_constraint&);
+    location_ref& operator=(std::initializer_list<location_constraint>);
+};
+struct kernel {
+    port in[8], out[8], param[8];
+    template <class C, class... Args> static kernel create_object(Args&&...);
+};
+struct buffer {};
+struct stack {};
+struct parameter {};
+struct ratio {};
+template <typename Kind> location_ref location(kernel&);
+template <typename Kind> location_ref location(port&);
+template <typename Kind, typename B> location_ref location(B&);
+struct dims_ref { dims_ref& operator=(std::initializer_list<unsigned>); };
+dims_ref dimensions(port&);
+struct source_ref { source_ref& operator=(const char*); };
+source_ref source(kernel&);
+struct runtime_ref { runtime_ref& operator=(double); };
+template <typename Kind> runtime_ref runtime(kernel&);
+enum plio_type { plio_32_bits, plio_64_bits, plio_128_bits };
+struct input_plio { port out[1]; static input_plio create(const char*, plio_type, const char*); };
+struct output_plio { port in[1]; static output_plio create(const char*, plio_type, const char*); };
+template <typename T> struct shared_buffer {
+    port in[16], out[16];
+    static shared_buffer create(std::initializer_list<unsigned>, unsigned, unsigned);
+};
+// The fields of UG1603's tiling_parameters in their order, so the designated initializers are checked.
+struct traversing_parameters { int dimension; int stride; int wrap; };
+struct tiling_parameters {
+    std::vector<std::uint32_t> buffer_dimension;
+    std::vector<std::uint32_t> tiling_dimension;
+    std::vector<std::int32_t> offset;
+    std::vector<traversing_parameters> tile_traversal;
+    int packet_port_id = -1;
+    std::uint32_t repetition = 1;
+    std::uint32_t phase = 0;
+    std::vector<std::uint32_t> boundary_dimension;
+};
+struct access_pattern {};
+access_pattern tiling(tiling_parameters);
+struct access_ref { access_ref& operator=(const access_pattern&); };
+access_ref write_access(port&);
+access_ref read_access(port&);
+void connect(port&, port&);
+class graph {
+public:
+    void init() {}
+    void run(int) {}
+    void end() {}
+};
+} // namespace adf
+"""
+
+_STUB_AIE = r"""
+// Test stub of the AIE API: the operations the generated kernels use, with the semantics UG1529 gives them
+// (SRS by the current rounding and saturation modes, upshift, matrix multiply of row-major blocks).
+#pragma once
+#include <adf.h>
+#include <array>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+
+namespace aie {
+enum class rounding_mode { floor, ceil, symmetric_floor, symmetric_ceil, negative_inf, positive_inf,
+                           symmetric_zero, symmetric_inf, conv_even, conv_odd };
+enum class saturation_mode { none, saturate, symmetric };
+inline rounding_mode& current_rounding() { static rounding_mode m = rounding_mode::floor; return m; }
+inline saturation_mode& current_saturation() { static saturation_mode m = saturation_mode::none; return m; }
+inline void set_rounding(rounding_mode m) { current_rounding() = m; }
+inline void set_saturation(saturation_mode m) { current_saturation() = m; }
+
+template <typename T, unsigned N>
+struct vector {
+    std::array<T, N> e{};
+    template <unsigned M> vector& insert(unsigned idx, const vector<T, M>& v)
+    {
+        for (unsigned i = 0; i < M; ++i) e[idx * M + i] = v.e[i];
+        return *this;
+    }
+};
+template <unsigned N, typename T> vector<std::remove_const_t<T>, N> load_v(const T* p)
+{
+    vector<std::remove_const_t<T>, N> v;
+    for (unsigned i = 0; i < N; ++i) v.e[i] = p[i];
+    return v;
+}
+template <typename T, unsigned N> void store_v(T* p, const vector<T, N>& v)
+{
+    for (unsigned i = 0; i < N; ++i) p[i] = v.e[i];
+}
+template <typename T, unsigned N> vector<T, 2 * N> concat(const vector<T, N>& a, const vector<T, N>& b)
+{
+    vector<T, 2 * N> r;
+    for (unsigned i = 0; i < N; ++i) { r.e[i] = a.e[i]; r.e[N + i] = b.e[i]; }
+    return r;
+}
+template <typename T, unsigned N> vector<T, N / 2> filter_even(const vector<T, N>& v)
+{
+    vector<T, N / 2> r;
+    for (unsigned i = 0; i < N / 2; ++i) r.e[i] = v.e[2 * i];
+    return r;
+}
+template <typename T, unsigned N> vector<T, N / 2> filter_odd(const vector<T, N>& v)
+{
+    vector<T, N / 2> r;
+    for (unsigned i = 0; i < N / 2; ++i) r.e[i] = v.e[2 * i + 1];
+    return r;
+}
+template <typename T, unsigned N> vector<T, N> max(const vector<T, N>& v, T a)
+{
+    vector<T, N> r;
+    for (unsigned i = 0; i < N; ++i) r.e[i] = v.e[i] > a ? v.e[i] : a;
+    return r;
+}
+template <typename T, unsigned N> vector<T, N> min(const vector<T, N>& v, T a)
+{
+    vector<T, N> r;
+    for (unsigned i = 0; i < N; ++i) r.e[i] = v.e[i] < a ? v.e[i] : a;
+    return r;
+}
+
+namespace detail {
+inline std::int64_t round_shift(std::int64_t a, int s)
+{
+    if (s == 0) return a;
+    const std::int64_t fl = a >> s, rem = a - (fl << s), half = std::int64_t(1) << (s - 1);
+    const bool exact = rem == 0, neg = a < 0, odd = (fl & 1) != 0;
+    switch (current_rounding()) {
+    case rounding_mode::floor: return fl;
+    case rounding_mode::ceil: return exact ? fl : fl + 1;
+    case rounding_mode::symmetric_floor: return (exact || !neg) ? fl : fl + 1;
+    case rounding_mode::symmetric_ceil: return (exact || neg) ? fl : fl + 1;
+    default: break;
+    }
+    if (rem != half) return rem > half ? fl + 1 : fl;
+    switch (current_rounding()) {
+    case rounding_mode::negative_inf: return fl;
+    case rounding_mode::positive_inf: return fl + 1;
+    case rounding_mode::symmetric_zero: return neg ? fl + 1 : fl;
+    case rounding_mode::symmetric_inf: return neg ? fl : fl + 1;
+    case rounding_mode::conv_even: return odd ? fl + 1 : fl;
+    default: return odd ? fl : fl + 1;
+    }
+}
+template <typename T> T saturate(std::int64_t v)
+{
+    constexpr std::int64_t hi = std::numeric_limits<T>::max();
+    constexpr std::int64_t lo = std::numeric_limits<T>::min();
+    switch (current_saturation()) {
+    case saturation_mode::none: return T(v);  // two's-complement wrap: the low bits
+    case saturation_mode::saturate: return T(v > hi ? hi : v < lo ? lo : v);
+    default: {
+        const std::int64_t slo = std::is_signed_v<T> ? lo + 1 : lo;
+        return T(v > hi ? hi : v < slo ? slo : v);
+    }
+    }
+}
+} // namespace detail
+
+template <typename Tag, unsigned N>
+struct accum {
+    std::array<std::int64_t, N> lane{};
+    accum() = default;
+    template <typename T> explicit accum(const vector<T, N>& v, int shift = 0) { from_vector(v, shift); }
+    template <typename T> void from_vector(const vector<T, N>& v, int shift = 0)
+    {
+        for (unsigned i = 0; i < N; ++i) lane[i] = std::int64_t(v.e[i]) * (std::int64_t(1) << shift);
+    }
+    template <typename T> void from_vector_sign(const vector<T, N>& v, bool sign, int shift = 0)
+    {
+        for (unsigned i = 0; i < N; ++i) {
+            const std::int64_t x = sign ? std::int64_t(v.e[i]) : std::int64_t(std::make_unsigned_t<T>(v.e[i]));
+            lane[i] = x * (std::int64_t(1) << shift);
+        }
+    }
+    template <unsigned M> accum<Tag, M> extract(unsigned idx) const
+    {
+        accum<Tag, M> r;
+        for (unsigned i = 0; i < M; ++i) r.lane[i] = lane[idx * M + i];
+        return r;
+    }
+    template <unsigned M> accum& insert(unsigned idx, const accum<Tag, M>& a)
+    {
+        for (unsigned i = 0; i < M; ++i) lane[idx * M + i] = a.lane[i];
+        return *this;
+    }
+    template <typename T> vector<T, N> to_vector(int shift = 0) const
+    {
+        vector<T, N> r;
+        for (unsigned i = 0; i < N; ++i) r.e[i] = detail::saturate<T>(detail::round_shift(lane[i], shift));
+        return r;
+    }
+};
+template <typename Tag, unsigned N> accum<Tag, N> add(const accum<Tag, N>& a, const accum<Tag, N>& b)
+{
+    accum<Tag, N> r;
+    for (unsigned i = 0; i < N; ++i) r.lane[i] = a.lane[i] + b.lane[i];
+    return r;
+}
+
+template <unsigned M, unsigned K, unsigned N, typename TA, typename TB, typename Tag>
+struct mmul {
+    static constexpr unsigned size_A = M * K, size_B = K * N, size_C = M * N;
+    accum<Tag, M * N> c;
+    mmul() = default;
+    explicit mmul(const accum<Tag, M * N>& a) : c(a) {}
+    void mac(const vector<TA, size_A>& a, const vector<TB, size_B>& b)
+    {
+        for (unsigned m = 0; m < M; ++m)
+            for (unsigned n = 0; n < N; ++n)
+                for (unsigned k = 0; k < K; ++k)
+                    c.lane[m * N + n] += std::int64_t(a.e[m * K + k]) * std::int64_t(b.e[k * N + n]);
+    }
+    void mul(const vector<TA, size_A>& a, const vector<TB, size_B>& b)
+    {
+        c = accum<Tag, M * N>();
+        mac(a, b);
+    }
+    accum<Tag, M * N> to_accum() const { return c; }
+};
+} // namespace aie
+"""
+
+_STUB_AIE_ADF = r"""
+#pragma once
+#include "aie.hpp"
+template <unsigned N, typename Tag> aie::accum<Tag, N> readincr_v(input_cascade<Tag>* c)
+{
+    aie::accum<Tag, N> a;
+    const auto& word = c->words->front();
+    for (unsigned i = 0; i < N; ++i) a.lane[i] = word.at(i);
+    c->words->pop_front();
+    return a;
+}
+template <typename Tag, unsigned N> void writeincr(output_cascade<Tag>* c, const aie::accum<Tag, N>& a)
+{
+    static_assert(N * Tag::bits == 512, "a cascade word is 512 bits");
+    c->words->emplace_back(a.lane.begin(), a.lane.end());
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def stub(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("stub")
+    (root / "aie_api").mkdir()
+    (root / "adf.h").write_text(_STUB_ADF)
+    (root / "aie_api/aie.hpp").write_text(_STUB_AIE)
+    (root / "aie_api/aie_adf.hpp").write_text(_STUB_AIE_ADF)
+    return root
+
+
+def _gxx(args: list[str], cwd: Path) -> None:
+    done = subprocess.run([GXX, "-std=c++20", "-Wall", "-Werror", *args], cwd=cwd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-4000:]
+
+
+@pytest.mark.skipif(GXX is None, reason="needs g++")
+@pytest.mark.parametrize("which", ["odd_names", "cascaded"])
+def test_graph_and_kernels_parse(which, request, stub, tmp_path):
+    root = _write(request.getfixturevalue(which), tmp_path)
+    sources = ["src/graph.cpp", *sorted(str(p.relative_to(root)) for p in root.glob("src/kernels/*.cpp"))]
+    _gxx(["-fsyntax-only", "-I", str(stub), "-I", "src", *sources], root)
+
+
+def _driver(layer) -> str:
+    """C++ that runs every chain of `layer` on the host, stage by stage, linked by cascade queues."""
+    cfg = layer.config
+    ns = emit.c_identifier(layer.op.name)
+    lines = [f"void run_{ns}(std::FILE* in, std::FILE* out) {{", f"    using L = {ns}::layer;"]
+    for c in range(cfg.cas_num):
+        lines.append("    {")
+        lines.append(f"        cascade_words link[{cfg.cas_length}];")
+        lines.append("        static L::out_t y[L::B * L::NT];")
+        for s in range(cfg.cas_length):
+            role = dense.emit.role(s, cfg.cas_length)
+            lines += [
+                f"        static L::in_t x{s}[L::B * L::KT];",
+                f"        for (auto& v : x{s}) {{ long long t; if (std::fscanf(in, \"%lld\", &t) != 1) std::abort(); v = L::in_t(t); }}",
+                f"        static L::w_t w{s}[L::KT * L::NT];",
+                f"        std::memcpy(w{s}, {ns}_c{c}_s{s}_weights, sizeof w{s});",
+                f"        adf::input_buffer<L::in_t> in{s}{{x{s}}};",
+            ]
+            if role in ("single", "last"):
+                lines += ["        static L::bias_t b[L::NT];",
+                          f"        std::memcpy(b, {ns}_c{c}_bias, sizeof b);",
+                          "        adf::output_buffer<L::out_t> ob{y};",
+                          f"        {ns}::{role} k{s}(w{s}, b);"]
+            else:
+                lines.append(f"        {ns}::{role} k{s}(w{s});")
+            cin = f"input_cascade<L::acc_tag> ci{s}{{&link[{s - 1}]}};" if s > 0 else ""
+            cout = f"output_cascade<L::acc_tag> co{s}{{&link[{s}]}};" if role in ("first", "middle") else ""
+            lines += [f"        {cin} {cout}".rstrip()]
+            args = {"single": f"in{s}, ob", "first": f"in{s}, &co{s}", "middle": f"in{s}, &ci{s}, &co{s}",
+                    "last": f"in{s}, &ci{s}, ob"}[role]
+            lines.append(f"        k{s}.run({args});")
+        lines.append("        for (auto v : y) std::fprintf(out, \"%lld\\n\", (long long)v);")
+        lines.append("    }")
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def _run_kernels_on_host(design, stub: Path, tmp_path: Path) -> None:
+    """Each layer's kernels, compiled for the host against the stub, against dense.kernel_partial/finish."""
+    root = _write(design, tmp_path)
+    rng = np.random.default_rng(7)
+    includes, bodies, calls, expected, feeds = [], [], [], [], []
+    for layer in design.layers:
+        cfg = layer.config
+        ns = emit.c_identifier(layer.op.name)
+        x_type = design.graph.tensors[layer.op.inputs[0]].type
+        y_type = design.graph.tensors[layer.op.outputs[0]].type
+        feed = []
+        for c in range(cfg.cas_num):
+            acc = None
+            for s in range(cfg.cas_length):
+                x = rng.integers(x_type.qmin, x_type.qmax, cfg.batch * cfg.k_tile, endpoint=True)
+                feed.append(x)
+                acc = dense.kernel_partial(cfg, x, layer.packed["weights"][c, s], acc)
+            expected.append(dense.kernel_finish(cfg, acc, layer.packed["bias"][c], layer.op.attrs["shift"], y_type,
+                                                layer.op.attrs["relu"]))
+        feeds.append(np.concatenate(feed))
+        includes += [f'#include "kernels/{ns}.h"', f'#include "params/{ns}.h"']
+        bodies.append(_driver(layer))
+        calls.append(f"    run_{ns}(in, stdout);")
+    main = "\n".join(["#include <cstdio>", "#include <cstdlib>", "#include <cstring>", *includes, *bodies,
+                      "int main() {", "    std::FILE* in = stdin;", *calls, "    return 0;", "}"])
+    (root / "driver.cpp").write_text(main)
+    kernels = sorted(str(p.relative_to(root)) for p in root.glob("src/kernels/*.cpp"))
+    _gxx(["-O1", "-Wno-unused-variable", "-I", str(stub), "-I", "src", "-I", "src/kernels", "driver.cpp", *kernels,
+          "-o", "driver"], root)
+    feed_text = "\n".join(str(int(v)) for v in np.concatenate(feeds)) + "\n"
+    run = subprocess.run([str(root / "driver")], input=feed_text, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    got = np.array([int(v) for v in run.stdout.split()])
+    np.testing.assert_array_equal(got, np.concatenate(expected))
+
+
+def _with_shift(design, index: int, shift: int):
+    """The same design with layer `index` using another shift."""
+    layers = list(design.layers)
+    op = layers[index].op
+    layers[index] = dataclasses.replace(layers[index], op=dataclasses.replace(op, attrs={**op.attrs, "shift": shift}))
+    return dataclasses.replace(design, layers=tuple(layers))
+
+
+def _with_big_bias(design, shift: int, magnitude: int, seed: int = 3):
+    """Every layer with a large random bias and a shift that brings it back into the output range, so that
+    the bias decides the output (a 64-bit bias then needs both of its 32-bit halves)."""
+    rng = np.random.default_rng(seed)
+    layers = []
+    for layer in design.layers:
+        bias = rng.integers(-magnitude, magnitude, layer.packed["bias"].shape).astype(np.int64)
+        op = dataclasses.replace(layer.op, attrs={**layer.op.attrs, "shift": shift})
+        layers.append(dataclasses.replace(layer, op=op, packed={**layer.packed, "bias": bias}))
+    return dataclasses.replace(design, layers=tuple(layers))
+
+
+@pytest.mark.skipif(GXX is None, reason="needs g++")
+def test_kernels_on_the_host_match_the_emulator(cascaded, left_shift, stub, tmp_path):
+    designs = [
+        # cascades of 4 x 2 chains, 16-bit data, a 64-bit accumulator
+        cascaded,
+        # the same with a bias beyond 32 bits, which then decides the output
+        _with_big_bias(cascaded, shift=30, magnitude=1 << 44),
+        # a negative shift (-2), then a positive one; rounding and saturation of every kind
+        left_shift,
+        _with_modes(_with_shift(left_shift, 0, -5), Rounding.FLOOR, Saturation.NONE),
+        _with_modes(_with_shift(left_shift, 0, -5), Rounding.SYMMETRIC_INF, Saturation.SYMMETRIC),
+        _with_modes(_with_shift(left_shift, 0, -20), Rounding.POSITIVE_INF, Saturation.SATURATE),
+    ]
+    for i, design in enumerate(designs):
+        _run_kernels_on_host(design, stub, tmp_path / str(i))
