@@ -51,7 +51,8 @@ class KernelTile:
 class Access:
     """One memory-tile DMA port: its access pattern and what sits at the other end.
 
-    `peers` are kernel ids (KernelTile.id) or PLIO names; a read port with several peers broadcasts.
+    `peers` are PLIO names or kernel ports: a kernel id (KernelTile.id) alone is its input port 0, and
+    "<id>.in<p>" its input port p. A read port with several peers broadcasts; a write port has one.
     """
 
     tiling: Tiling
@@ -77,12 +78,28 @@ class MemtileBuffer:
 
 @dataclass(frozen=True)
 class Plio:
+    """A PL stream port carrying features [lo, hi) of a graph input or output tensor."""
+
     name: str
     direction: str  # "in" or "out"
     tensor: str
     bits: int
-    row: int  # elements per sample on the wire: the features, zero-padded to whole DMA words
+    lo: int
+    hi: int
+    row: int  # elements per sample on the wire: hi - lo, zero-padded to whole DMA words
     elements: int  # elements per graph iteration (batch x row)
+
+
+@dataclass(frozen=True)
+class DirectLink:
+    """A kernel's output buffer handed straight to other kernels' inputs, with no memory tile between.
+
+    Used when the producer's output blocks are exactly the consumer's input blocks.
+    """
+
+    tensor: str
+    source: str  # kernel id of the producer
+    sinks: tuple[str, ...]  # input ports of the consumers (see Access.peers for the spelling)
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,6 +120,7 @@ class Design:
     tiles: tuple[KernelTile, ...]
     memtile_buffers: tuple[MemtileBuffer, ...]
     plios: tuple[Plio, ...]
+    links: tuple[DirectLink, ...] = ()
 
     def layer(self, name: str) -> Layer:
         return next(l for l in self.layers if l.op.name == name)
@@ -240,8 +258,9 @@ def to_dict(d: Design) -> dict:
                              "storage": m.storage,
                              "dims": list(m.dims), "writers": [_access_dict(a) for a in m.writers],
                              "readers": [_access_dict(a) for a in m.readers]} for m in d.memtile_buffers],
-        "plios": [{"name": p.name, "direction": p.direction, "tensor": p.tensor, "bits": p.bits, "row": p.row,
-                   "elements": p.elements} for p in d.plios],
+        "plios": [{"name": p.name, "direction": p.direction, "tensor": p.tensor, "bits": p.bits, "lo": p.lo,
+                   "hi": p.hi, "row": p.row, "elements": p.elements} for p in d.plios],
+        "links": [{"tensor": l.tensor, "source": l.source, "sinks": list(l.sinks)} for l in d.links],
     }
 
 
@@ -262,8 +281,9 @@ def from_dict(data: dict) -> Design:
     mems = tuple(MemtileBuffer(m["name"], m["tensor"], m["col"], m["row"], m["offset"], m["storage"], tuple(m["dims"]),
                                tuple(_access_from(a) for a in m["writers"]),
                                tuple(_access_from(a) for a in m["readers"])) for m in data["memtile_buffers"])
-    plios = tuple(Plio(p["name"], p["direction"], p["tensor"], p["bits"], p["row"], p["elements"]) for p in data["plios"])
-    return Design(get_device(data["device"]), graph, data["batch"], layers, tiles, mems, plios)
+    plios = tuple(Plio(p["name"], p["direction"], p["tensor"], p["bits"], p["lo"], p["hi"], p["row"], p["elements"]) for p in data["plios"])
+    links = tuple(DirectLink(l["tensor"], l["source"], tuple(l["sinks"])) for l in data["links"])
+    return Design(get_device(data["device"]), graph, data["batch"], layers, tiles, mems, plios, links)
 
 
 def load(path: str | Path) -> Design:

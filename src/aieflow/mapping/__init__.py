@@ -145,8 +145,8 @@ def map_design(graph: Graph, device: Device, batch: int) -> Design:
     buffers, plios = [], []
     gin, gout = graph.inputs[0], graph.outputs[0]
     wire = {t: _wire_row(graph.tensors[t].features, graph.tensors[t].type.storage_bits, device) for t in (gin, gout)}
-    plios.append(Plio("in_0", "in", gin, device.plio_bits, wire[gin], batch * wire[gin]))
-    plios.append(Plio("out_0", "out", gout, device.plio_bits, wire[gout], batch * wire[gout]))
+    plios.append(Plio("in_0", "in", gin, device.plio_bits, 0, graph.tensors[gin].features, wire[gin], batch * wire[gin]))
+    plios.append(Plio("out_0", "out", gout, device.plio_bits, 0, graph.tensors[gout].features, wire[gout], batch * wire[gout]))
     producer: tuple[Op, DenseConfig] | None = None
     for i in range(len(configs) + 1):
         consumer = configs[i] if i < len(configs) else None
