@@ -18,7 +18,7 @@ from .errors import DesignError
 from .ir import Graph, Op, Tensor
 from .numerics import FixedType
 from .ops.dense import DenseConfig
-from .transport import Tiling
+from .tiling import Tiling
 
 FORMAT = "aieflow-design"
 VERSION = 1

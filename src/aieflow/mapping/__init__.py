@@ -21,7 +21,7 @@ from ..errors import MappingError
 from ..ir import Graph, Op
 from ..ops import dense
 from ..ops.dense import DenseConfig
-from ..transport import Tiling, Traversal
+from ..tiling import Tiling, Traversal
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from ..design import Design, MemtileBuffer
 from ..errors import DesignError
 from ..numerics import dequantize, quantize_float, saturate
 from ..ops import dense
-from ..transport import Tiling, read_tiles, write_tiles
+from ..tiling import Tiling, read_tiles, write_tiles
 
 
 def run(design: Design, x: np.ndarray, raw: bool = False) -> np.ndarray:

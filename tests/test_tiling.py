@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from aieflow.transport import Tiling, Traversal, read_tiles, write_tiles
+from aieflow.tiling import Tiling, Traversal, read_tiles, write_tiles
 
 
 def test_blocked_read_matches_numpy_reshape():
