@@ -102,8 +102,9 @@ def test_sixteen_bit_weights_use_the_64_bit_accumulator():
     assert np.array_equal(design.simulate(x, raw=True), _reference(x, w, b, 24, yt, True))
 
 
-def test_every_candidate_split_computes_the_same(monkeypatch):
-    """Each (microtile, cas_length, cas_num) the family proposes, forced in turn, gives the exact result."""
+def test_every_candidate_split_computes_the_same():
+    """Each (microtile, cas_length, cas_num) the family proposes, forced in turn by a directive, gives the
+    exact result through the whole mapping (memory-tile shards, direct links, PLIO splits)."""
     rng = np.random.default_rng(9)
     xt, wt, yt = FixedType(8, True, 0), FixedType(8, True, 0), FixedType(8, True, 0)
     k, n = 70, 37  # not multiples of any microtile: padding on both axes
@@ -116,8 +117,8 @@ def test_every_candidate_split_computes_the_same(monkeypatch):
     shapes = {(c.microtile, c.cas_length, c.cas_num) for c in options}
     assert len(shapes) > 20 and {c.microtile for c in options} == set(get_device("ve2802").generation.precisions["8x8"].microtiles)
     for cfg in options[:: max(1, len(options) // 40)] + [options[-1]]:
-        monkeypatch.setattr(dense, "choose", lambda op, graph, device, batch, cfg=cfg: dense.candidates(op, graph, device, batch)[options.index(cfg)])
-        design = aieflow.compile(g, batch=8)
+        pick = {"cas_length": cfg.cas_length, "cas_num": cfg.cas_num, "microtile": list(cfg.microtile)}
+        design = aieflow.compile(g, batch=8, layers={"fc": pick})
         assert design.layers[0].config == cfg
         assert np.array_equal(design.simulate(x, raw=True), want), cfg
 

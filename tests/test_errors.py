@@ -155,5 +155,5 @@ def test_accumulator_overflow_is_refused():
 def test_layer_too_large_for_device_is_refused():
     t8 = FixedType(8, True, 0)
     g = _graph(np.ones((4096, 4096), np.int64), np.zeros(4096, np.int64), t8, t8, t8, 14)
-    with pytest.raises(MappingError, match="does not fit"):
+    with pytest.raises(MappingError, match="no configuration fits"):
         aieflow.compile(g, device="ve2302")

@@ -40,13 +40,22 @@ def main() -> None:
               help="Project folder to write (replaced only when the compile succeeds).")
 @click.option("--device", default="ve2802", show_default=True, help="Target part; see `aieflow devices`.")
 @click.option("--batch", type=int, default=None, help="Samples per graph iteration [default: 8].")
+@click.option("--objective", type=click.Choice(["resource", "throughput", "latency"]), default=None,
+              help="What the mapping optimises [default: resource, or the config file's].")
+@click.option("--max-tiles", type=int, default=None, help="Use at most this many compute tiles.")
+@click.option("--target-interval", type=int, default=None,
+              help="With --objective resource: cycles per graph iteration to meet with the fewest tiles.")
+@click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="TOML file of compile options and per-layer directives ([compile], [layers.NAME]).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the human summary.")
-def compile(model: Path, output: Path, device: str, batch: int | None, as_json: bool) -> None:  # noqa: A001
+def compile(model: Path, output: Path, device: str, batch: int | None, objective: str | None,  # noqa: A001
+            max_tiles: int | None, target_interval: int | None, config: Path | None, as_json: bool) -> None:
     """Compile a quantized ONNX MODEL into a Vitis AI Engine project."""
     from . import compile as compile_model
     from .report import human_summary
 
-    design = compile_model(model, device=device, batch=batch)
+    design = compile_model(model, device=device, batch=batch, objective=objective, max_tiles=max_tiles,
+                           target_interval=target_interval, config=config)
     design.write(output)
     if as_json:
         click.echo(json.dumps({**design.summary(), "output": str(output)}, sort_keys=True))
@@ -75,6 +84,39 @@ def simulate(project: Path, input_path: Path, output_path: Path, raw: bool) -> N
         y = y.astype(design.graph.tensors[design.graph.outputs[0]].type.storage)
     np.save(output_path, y)
     click.echo(f"{len(y)} samples -> {output_path} ({'integers' if raw else 'dequantized floats'})")
+
+
+@main.command()
+@click.argument("project", type=click.Path(path_type=Path))
+def check(project: Path) -> None:
+    """Check a compiled PROJECT (or design.json) against its device with the independent checker."""
+    from .design import load
+    from .mapping.check import violations
+
+    design = load(project)
+    bad = violations(design)
+    if bad:
+        for line in bad:
+            click.echo(f"violation: {line}", err=True)
+        click.echo(f"error: {len(bad)} constraint(s) broken in {project}", err=True)
+        sys.exit(2)
+    click.echo(f"legal: {len(design.tiles)} kernels, {len(design.memtile_buffers)} memory-tile buffers, "
+               f"{len(design.links)} direct links, {len(design.plios)} PLIOs on {design.device.name}")
+
+
+@main.command()
+@click.argument("project", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("placement.png"),
+              show_default=True, help="Picture to write: .png or .svg.")
+@click.option("--title", default=None, help="Heading instead of the default summary line.")
+def plot(project: Path, output: Path, title: str | None) -> None:
+    """Draw the placement of a compiled PROJECT (or design.json) on its device."""
+    from .design import load
+    from .report.plot import placement_text, plot_design
+
+    design = load(project)
+    click.echo(placement_text(design), nl=False)
+    click.echo(f"wrote {plot_design(design, output, title=title)}")
 
 
 @main.command()

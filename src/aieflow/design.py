@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,6 @@ from .devices import Device, get_device
 from .errors import DesignError
 from .ir import Graph, Op, Tensor
 from .numerics import FixedType
-from .ops.dense import DenseConfig
 from .tiling import Tiling
 
 FORMAT = "aieflow-design"
@@ -107,8 +106,23 @@ class Layer:
     """One op of the graph as mapped: its configuration and its packed parameters."""
 
     op: Op
-    config: DenseConfig
+    config: Any  # the op family's Config
     packed: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class SearchReport:
+    """What the parallelism search proved and what the design got: the gap is placement's price."""
+
+    objective: str
+    budget: int
+    bound_tiles: int
+    bound_interval: int  # cycles per graph iteration, first (placement-free) optimum
+    bound_latency: int
+    tiles: int
+    interval: int
+    latency: int
+    attempts: int
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,6 +135,7 @@ class Design:
     memtile_buffers: tuple[MemtileBuffer, ...]
     plios: tuple[Plio, ...]
     links: tuple[DirectLink, ...] = ()
+    search: SearchReport | None = None
 
     def layer(self, name: str) -> Layer:
         return next(l for l in self.layers if l.op.name == name)
@@ -175,10 +190,12 @@ def summary(d: Design) -> dict:
         "tiles_used": len(d.tiles),
         "tiles_total": d.device.tiles,
         "memtile_buffers": len(d.memtile_buffers),
+        "direct_links": len(d.links),
         "memtile_bytes": sum(b.bytes for b in d.memtile_buffers),
         "plio_in": sum(p.direction == "in" for p in d.plios),
         "plio_out": sum(p.direction == "out" for p in d.plios),
         "layers": layers,
+        "search": asdict(d.search) if d.search else None,
     }
 
 
@@ -261,6 +278,7 @@ def to_dict(d: Design) -> dict:
         "plios": [{"name": p.name, "direction": p.direction, "tensor": p.tensor, "bits": p.bits, "lo": p.lo,
                    "hi": p.hi, "row": p.row, "elements": p.elements} for p in d.plios],
         "links": [{"tensor": l.tensor, "source": l.source, "sinks": list(l.sinks)} for l in d.links],
+        "search": asdict(d.search) if d.search else None,
     }
 
 
@@ -273,7 +291,9 @@ def from_dict(data: dict) -> Design:
     ops = tuple(_op_from(o) for o in g["ops"])
     graph = Graph(g["name"], tensors, ops, tuple(g["inputs"]), tuple(g["outputs"]))
     by_name = {op.name: op for op in ops}
-    layers = tuple(Layer(by_name[l["op"]], DenseConfig.from_dict(l["config"]),
+    from .ops import family
+
+    layers = tuple(Layer(by_name[l["op"]], family(by_name[l["op"]].kind).Config.from_dict(l["config"]),
                          {k: _from_array(v) for k, v in l["packed"].items()}) for l in data["layers"])
     tiles = tuple(KernelTile(t["layer"], t["chain"], t["stage"], t["col"], t["row"],
                              tuple(BankBuffer(b["name"], b["bank"], b["bytes"]) for b in t["buffers"]))
@@ -283,7 +303,8 @@ def from_dict(data: dict) -> Design:
                                tuple(_access_from(a) for a in m["readers"])) for m in data["memtile_buffers"])
     plios = tuple(Plio(p["name"], p["direction"], p["tensor"], p["bits"], p["lo"], p["hi"], p["row"], p["elements"]) for p in data["plios"])
     links = tuple(DirectLink(l["tensor"], l["source"], tuple(l["sinks"])) for l in data["links"])
-    return Design(get_device(data["device"]), graph, data["batch"], layers, tiles, mems, plios, links)
+    search = SearchReport(**data["search"]) if data.get("search") else None
+    return Design(get_device(data["device"]), graph, data["batch"], layers, tiles, mems, plios, links, search)
 
 
 def load(path: str | Path) -> Design:

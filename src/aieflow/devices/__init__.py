@@ -47,6 +47,9 @@ class Generation:
     stack_bytes: int
     heap_bytes: int
     word_bytes: int
+    kernel_call_cycles: int
+    block_overhead_cycles: int
+    cascade_hop_cycles: int
     memtile_bytes: int
     memtile_banks: int
     memtile_s2mm: int

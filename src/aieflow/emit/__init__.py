@@ -133,16 +133,16 @@ def parse_text(text: str) -> list[int]:
 def _data_files(design: Design) -> dict[str, str]:
     # The PLIO streams carry [batch, features] row-major per iteration: the emulator's order for the
     # graph input and output (aieflow.simulate.emulator), and the order of the PLIO accesses' tilings.
-    (pin,) = [p for p in design.plios if p.direction == "in"]
-    (pout,) = [p for p in design.plios if p.direction == "out"]
+    # Each PLIO carries features [lo, hi) of its tensor.
     x = sample_input(design)
     y = design.simulate(x, raw=True)
-    tin = design.graph.tensors[pin.tensor].type
-    tout = design.graph.tensors[pout.tensor].type
-    return {
-        f"data/{pin.name}.txt": text_lines(_on_wire(x, pin.row), values_per_line(tin.storage, pin.bits)),
-        f"data/golden_{pout.name}.txt": text_lines(_on_wire(y, pout.row), values_per_line(tout.storage, pout.bits)),
-    }
+    files = {}
+    for p in design.plios:
+        storage = design.graph.tensors[p.tensor].type.storage
+        values = x if p.direction == "in" else y
+        name = f"data/{p.name}.txt" if p.direction == "in" else f"data/golden_{p.name}.txt"
+        files[name] = text_lines(_on_wire(values[:, p.lo:p.hi], p.row), values_per_line(storage, p.bits))
+    return files
 
 
 def _on_wire(values: np.ndarray, row: int) -> np.ndarray:
@@ -225,7 +225,8 @@ def _graph_context(design: Design, layer_ns: dict[str, str]) -> dict:
             raise DesignError(f"PLIO '{p.name}' is {p.bits} bits wide; ADF has 32-, 64- and 128-bit PLIOs")
         plios.append({"member": plio_member[p.name], "plio": p, "file": f"data/{p.name}.txt"})
     includes = sorted({inc for f in fragments for inc in f.includes})
-    return {"fragments": fragments, "memtiles": memtiles, "plios": plios, "includes": includes}
+    links = [(l.tensor, source(l.source), [sink(s) for s in l.sinks]) for l in design.links]
+    return {"fragments": fragments, "memtiles": memtiles, "plios": plios, "includes": includes, "links": links}
 
 
 # --- the project -------------------------------------------------------------------------------------------
@@ -233,7 +234,6 @@ def _graph_context(design: Design, layer_ns: dict[str, str]) -> dict:
 
 def _context(design: Design) -> dict:
     gen = design.device.generation
-    (pout,) = [p for p in design.plios if p.direction == "out"]
     summary = design.summary()
     return {
         "design": design,
@@ -244,8 +244,7 @@ def _context(design: Design) -> dict:
         "graph_instance": GRAPH_INSTANCE,
         "iterations": iterations(design),
         "samples": iterations(design) * design.batch,
-        "out_file": f"data/{pout.name}.txt",
-        "golden_file": f"data/golden_{pout.name}.txt",
+        "outputs": [p.name for p in design.plios if p.direction == "out"],
         "pl_freq_mhz": f"{design.device.plio_hz / 1e6:g}",
         "families": sorted({l.op.kind for l in design.layers}),
     }

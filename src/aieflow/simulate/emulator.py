@@ -1,22 +1,20 @@
 """The bit-exact emulator: runs a Design the way the emitted graph does.
 
-Data move through the memory-tile buffers with the design's own DMA descriptors, every kernel computes on
-its own packed weights and passes its accumulator down the cascade, and the last kernel of each chain
-applies the bias, shift, rounding, saturation and ReLU recorded in the design. Inputs are processed in
+Data move through the memory-tile buffers with the design's own DMA descriptors or straight from kernel
+to kernel along its direct links; every kernel computes on its own packed parameters (the op family's
+`emulate`), with the shift, rounding, saturation and ReLU recorded in the design. Inputs are processed in
 graph iterations of `design.batch` samples, as the hardware does.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
 from ..design import Design, MemtileBuffer
 from ..errors import DesignError
-from ..numerics import dequantize, quantize_float, saturate
-from ..ops import dense
-from ..tiling import Tiling, read_tiles, write_tiles
+from ..numerics import dequantize, quantize_float
+from ..ops import family
+from ..tiling import read_tiles, write_tiles
 
 
 def run(design: Design, x: np.ndarray, raw: bool = False) -> np.ndarray:
@@ -37,9 +35,8 @@ def run(design: Design, x: np.ndarray, raw: bool = False) -> np.ndarray:
             raise DesignError(f"raw input values outside {tin.type.storage} [{tin.type.qmin}, {tin.type.qmax}]")
     else:
         raise DesignError(f"input of dtype {x.dtype}; give floats or integers")
-    samples = q.shape[0]
     outs = []
-    for start in range(0, samples, design.batch):
+    for start in range(0, q.shape[0], design.batch):
         chunk = np.zeros((design.batch, tin.features), dtype=np.int64)
         part = q[start:start + design.batch]
         chunk[: len(part)] = part
@@ -50,33 +47,47 @@ def run(design: Design, x: np.ndarray, raw: bool = False) -> np.ndarray:
 
 def _iteration(design: Design, x: np.ndarray) -> np.ndarray:
     """One graph iteration: x [batch, features] integers in, the output integers out."""
-    pin = next(p for p in design.plios if p.direction == "in")
-    wire = np.zeros((design.batch, pin.row), dtype=np.int64)  # the PLIO carries whole words per sample
-    wire[:, : x.shape[1]] = x
-    streams: dict[str, np.ndarray] = {pin.name: wire.ravel()}  # what each kernel or PLIO port sends
-    by_tensor = {m.tensor: m for m in design.memtile_buffers}
+    g = design.graph
+    # What each kernel output port or PLIO sends this iteration.
+    streams: dict[str, np.ndarray] = {}
+    for p in design.plios:
+        if p.direction == "in":
+            wire = np.zeros((design.batch, p.row), dtype=np.int64)  # whole words per sample
+            wire[:, : p.hi - p.lo] = x[:, p.lo:p.hi]
+            streams[p.name] = wire.ravel()
+    filled: dict[str, np.ndarray] = {}
+
+    def buffer(m: MemtileBuffer) -> np.ndarray:
+        if m.name not in filled:
+            filled[m.name] = _fill(m, streams)
+        return filled[m.name]
+
     for layer in design.layers:
-        buf = _fill(by_tensor[layer.op.inputs[0]], streams)
-        inputs = {peer: read_tiles(buf, a.tiling) for a in by_tensor[layer.op.inputs[0]].readers for peer in a.peers}
-        cfg = layer.config
-        out_t = design.graph.tensors[layer.op.outputs[0]].type
-        for chain in range(cfg.cas_num):
-            acc = None
-            for stage in range(cfg.cas_length):
-                kid = f"{layer.op.name}_c{chain}_s{stage}"
-                acc = dense.kernel_partial(cfg, inputs[kid], layer.packed["weights"][chain, stage], acc)
-            streams[kid] = dense.kernel_finish(cfg, acc, layer.packed["bias"][chain], layer.op.attrs["shift"],
-                                               out_t, layer.op.attrs["relu"])
-    last = by_tensor[design.graph.outputs[0]]
-    buf = _fill(last, streams)
-    (reader,) = last.readers
-    tout = design.graph.tensors[design.graph.outputs[0]]
-    pout = next(p for p in design.plios if p.direction == "out")
-    return read_tiles(buf, reader.tiling).reshape(design.batch, pout.row)[:, : tout.features]
+        inputs: dict[str, np.ndarray] = {}
+        for tensor in layer.op.inputs:
+            for m in design.memtile_buffers:
+                if m.tensor == tensor:
+                    for a in m.readers:
+                        stream = read_tiles(buffer(m), a.tiling)
+                        inputs.update({peer: stream for peer in a.peers})
+            for link in design.links:
+                if link.tensor == tensor:
+                    inputs.update({sink: streams[link.source] for sink in link.sinks})
+        streams.update(family(layer.op.kind).emulate(layer, g, inputs))
+
+    tout = g.tensors[g.outputs[0]]
+    y = np.zeros((design.batch, tout.features), dtype=np.int64)
+    for m in design.memtile_buffers:
+        for a in m.readers:
+            for p in design.plios:
+                if p.direction == "out" and p.name in a.peers:
+                    wire = read_tiles(buffer(m), a.tiling).reshape(design.batch, p.row)
+                    y[:, p.lo:p.hi] = wire[:, : p.hi - p.lo]
+    return y
 
 
 def _fill(m: MemtileBuffer, streams: dict[str, np.ndarray]) -> np.ndarray:
-    """The memory-tile buffer after every writer has stored its stream, in the buffer's storage type."""
+    """The memory-tile buffer after every writer has stored its stream."""
     buf = np.zeros(int(np.prod(m.dims)), dtype=np.int64)
     for a in m.writers:
         (peer,) = a.peers

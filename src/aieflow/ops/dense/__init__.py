@@ -20,12 +20,13 @@ from ...devices import Device
 from ...errors import MappingError, NumericsError
 from ...ir import Graph, Op
 from ...numerics import FixedType, accumulator_bound, srs
+from ..base import Slice, bank_assignment, kernel_id
 
 KIND = "dense"
 
 
 @dataclass(frozen=True)
-class DenseConfig:
+class Config:
     """How one dense layer is cut into kernels. Sizes are in elements; B is the padded batch."""
 
     in_features: int
@@ -59,7 +60,7 @@ class DenseConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DenseConfig":
+    def from_dict(cls, d: dict) -> "Config":
         return cls(**{**d, "microtile": tuple(d["microtile"])})
 
     def tile_buffers(self, stage: int, device: Device) -> list[tuple[str, int]]:
@@ -117,7 +118,7 @@ def check_numerics(op: Op, graph: Graph, device: Device) -> None:
                             node=op.name, hint="choose output scales closer to input x weight scales")
 
 
-def candidates(op: Op, graph: Graph, device: Device, batch: int) -> list[DenseConfig]:
+def candidates(op: Op, graph: Graph, device: Device, batch: int) -> list[Config]:
     """Every legal (microtile, cas_length, cas_num) for this layer on this device, fewest tiles first."""
     gen = device.generation
     x = graph.tensors[op.inputs[0]].type
@@ -126,16 +127,20 @@ def candidates(op: Op, graph: Graph, device: Device, batch: int) -> list[DenseCo
     prec = gen.precision(x.storage_bits, w.storage_bits, node=op.name)
     k_in, n_out = op.params["weight"].shape
     found = []
-    max_len = min(device.columns, gen.memtile_mm2s)
-    max_num = min(device.rows, gen.memtile_s2mm)
+    # Memory-tile sharding serves any number of stages and chains, so the array bounds the split.
+    max_len = device.columns
+    max_num = device.rows
     for m, k, n in prec.microtiles:
         b_pad = _ceil_div(batch, m) * m
         for cas_length in range(1, min(max_len, _ceil_div(k_in, k)) + 1):
             k_tile = _ceil_div(k_in, cas_length * k) * k
             for cas_num in range(1, min(max_num, _ceil_div(n_out, n)) + 1):
                 n_tile = _ceil_div(n_out, cas_num * n) * n
-                cfg = DenseConfig(k_in, n_out, b_pad, (m, k, n), cas_length, cas_num, k_tile, n_tile,
+                cfg = Config(k_in, n_out, b_pad, (m, k, n), cas_length, cas_num, k_tile, n_tile,
                                   x.storage_bits, w.storage_bits, y.storage_bits, prec.accumulator_bits)
+                # A last stage or chain of nothing but padding would be a kernel with no work.
+                if (cas_length - 1) * k_tile >= k_in or (cas_num - 1) * n_tile >= n_out:
+                    continue
                 if all(bank_assignment(cfg.tile_buffers(s, device), device) is not None
                        for s in {0, cas_length - 1}):
                     found.append(cfg)
@@ -143,43 +148,7 @@ def candidates(op: Op, graph: Graph, device: Device, batch: int) -> list[DenseCo
     return found
 
 
-def bank_assignment(buffers: list[tuple[str, int]], device: Device) -> dict[str, int] | None:
-    """Place each buffer whole in one bank, largest first, or None when they do not fit.
-
-    First try the emptiest bank each time: it spreads the buffers, so ping and pong and the weights land
-    in different banks and the core's loads do not collide with the DMA's writes. When that packs badly,
-    fall back to first fit, which succeeds whenever a simple packing exists.
-    """
-    gen = device.generation
-    order = sorted(buffers, key=lambda b: (-b[1], b[0]))
-    for pick in (lambda free, size: max(range(len(free)), key=lambda i: (free[i], -i)),
-                 lambda free, size: next((i for i, f in enumerate(free) if f >= size), 0)):
-        free = [gen.bank_bytes] * gen.banks
-        placed = {}
-        for name, size in order:
-            bank = pick(free, size)
-            if free[bank] < size:
-                break
-            free[bank] -= size
-            placed[name] = bank
-        else:
-            return placed
-    return None
-
-
-def choose(op: Op, graph: Graph, device: Device, batch: int) -> DenseConfig:
-    options = candidates(op, graph, device, batch)
-    if not options:
-        k_in, n_out = op.params["weight"].shape
-        raise MappingError(
-            f"a {k_in}x{n_out} dense layer at batch {batch} does not fit {device.name}: no split over at most "
-            f"{min(device.columns, device.generation.memtile_mm2s)} x {min(device.rows, device.generation.memtile_s2mm)} "
-            f"tiles keeps every buffer inside a {device.generation.bank_bytes // 1024} KB bank",
-            node=op.name, hint="use a smaller batch or a narrower layer")
-    return options[0]
-
-
-def pack(op: Op, cfg: DenseConfig) -> dict[str, np.ndarray]:
+def pack(op: Op, cfg: Config) -> dict[str, np.ndarray]:
     """Weights per tile in microtile block order, bias per chain, zero-padded to the tile grid."""
     m, k, n = cfg.microtile
     w = np.zeros((cfg.k_pad, cfg.n_pad), dtype=np.int64)
@@ -197,7 +166,7 @@ def pack(op: Op, cfg: DenseConfig) -> dict[str, np.ndarray]:
     }
 
 
-def kernel_partial(cfg: DenseConfig, in_stream: np.ndarray, weights: np.ndarray,
+def kernel_partial(cfg: Config, in_stream: np.ndarray, weights: np.ndarray,
                    cascade_in: np.ndarray | None) -> np.ndarray:
     """One kernel's accumulator [B, Nt]: what it passes on the cascade (or finishes if last)."""
     m, k, n = cfg.microtile
@@ -212,7 +181,7 @@ def kernel_partial(cfg: DenseConfig, in_stream: np.ndarray, weights: np.ndarray,
     return acc if cascade_in is None else acc + cascade_in
 
 
-def kernel_finish(cfg: DenseConfig, acc: np.ndarray, bias: np.ndarray, shift: int, out: FixedType,
+def kernel_finish(cfg: Config, acc: np.ndarray, bias: np.ndarray, shift: int, out: FixedType,
                   relu: bool) -> np.ndarray:
     """Last kernel of a chain: bias, SRS into the output type, ReLU; returns the output block stream."""
     m, _, n = cfg.microtile
@@ -220,3 +189,60 @@ def kernel_finish(cfg: DenseConfig, acc: np.ndarray, bias: np.ndarray, shift: in
     if relu:
         y = np.maximum(y, 0)
     return y.reshape(cfg.batch // m, m, cfg.n_tile // n, n).transpose(0, 2, 1, 3).ravel()
+
+
+def tile_buffers(cfg: Config, stage: int, device: Device) -> list[tuple[str, int]]:
+    return cfg.tile_buffers(stage, device)
+
+
+def input_slices(op: Op, cfg: Config, port: int) -> list[Slice]:
+    """Stage s of every chain reads features [s*Kt, (s+1)*Kt) in M x K blocks."""
+    m, k, _ = cfg.microtile
+    return [Slice(s * cfg.k_tile, (s + 1) * cfg.k_tile, m, k,
+                  tuple(kernel_id(op.name, c, s) for c in range(cfg.cas_num)))
+            for s in range(cfg.cas_length)]
+
+
+def output_slices(op: Op, cfg: Config) -> list[Slice]:
+    """The last stage of chain c writes features [c*Nt, (c+1)*Nt) in M x N blocks."""
+    m, _, n = cfg.microtile
+    return [Slice(c * cfg.n_tile, (c + 1) * cfg.n_tile, m, n, (kernel_id(op.name, c, cfg.cas_length - 1),))
+            for c in range(cfg.cas_num)]
+
+
+def emulate(layer, graph: Graph, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every chain: partial sums down the cascade, then bias, SRS and ReLU in its last kernel."""
+    cfg, op = layer.config, layer.op
+    out_t = graph.tensors[op.outputs[0]].type
+    streams = {}
+    for chain in range(cfg.cas_num):
+        acc = None
+        for stage in range(cfg.cas_length):
+            kid = kernel_id(op.name, chain, stage)
+            acc = kernel_partial(cfg, inputs[kid], layer.packed["weights"][chain, stage], acc)
+        streams[kid] = kernel_finish(cfg, acc, layer.packed["bias"][chain], op.attrs["shift"], out_t,
+                                     op.attrs["relu"])
+    return streams
+
+
+def cycles(cfg: Config, device: Device) -> int:
+    """Cycles of one kernel per graph iteration: the larger of its compute and its input stream.
+
+    Compute is one aie::mmul per cycle (the catalog's MAC rate is one native microtile a cycle) plus a
+    fixed cost per output block and per call; the input arrives over one 32-bit stream per kernel, which
+    the ping-pong buffers overlap with compute. The overheads are estimates the performance model refines.
+    """
+    gen = device.generation
+    m, k, n = cfg.microtile
+    issues = (cfg.batch // m) * (cfg.k_tile // k) * (cfg.n_tile // n)
+    # Each aie::mmul issues in one cycle whatever its shape: a smaller microtile simply does less per cycle.
+    blocks = (cfg.batch // m) * (cfg.n_tile // n)
+    compute = issues + blocks * gen.block_overhead_cycles + gen.kernel_call_cycles
+    stream = cfg.batch * cfg.k_tile * _bytes(cfg.act_bits) // gen.word_bytes
+    return max(compute, stream)
+
+
+def latency(cfg: Config, device: Device) -> int:
+    """One iteration through the layer: a kernel's cycles plus the cascade hand-offs down a chain."""
+    gen = device.generation
+    return cycles(cfg, device) + (cfg.cas_length - 1) * gen.cascade_hop_cycles

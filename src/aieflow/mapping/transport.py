@@ -1,0 +1,202 @@
+"""Transport planning: how every tensor gets from its producer to its consumers.
+
+For each consumer input, in order of preference:
+- a direct hand-off, when the producer's output slices are exactly the consumer's input slices (same
+  features, same block shape): the producer's output buffer goes straight to the consumer kernels;
+- memory-tile buffers: the consumer's input slices are grouped, in feature order, into shards that one
+  memory tile can serve (at most its MM2S channels of readers, its S2MM channels of writers, its
+  capacity); each shard holds the features its readers need, written by every producer slice that
+  overlaps them, and each reader streams its blocks out zero-padded past the real features.
+Graph inputs arrive on one PLIO, broadcast to every shard that needs them; graph outputs leave on one PLIO
+per group of producer slices that a memory tile can collect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..design import Access, DirectLink, MemtileBuffer, Plio
+from ..devices import Device
+from ..errors import MappingError
+from ..ir import Graph
+from ..ops import family
+from ..ops.base import Slice
+from ..tiling import Tiling, Traversal
+from .directives import Directive
+from .place import Box
+
+
+class Infeasible(Exception):
+    """This choice of configurations cannot be wired; `op` is the consumer to steer away from."""
+
+    def __init__(self, op: str, reason: str):
+        super().__init__(reason)
+        self.op = op
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Plan:
+    memtile_buffers: tuple[MemtileBuffer, ...]
+    plios: tuple[Plio, ...]
+    links: tuple[DirectLink, ...]
+
+
+def wire_row(features: int, bits: int, device: Device) -> int:
+    """Elements per sample on a PLIO: the features zero-padded to whole DMA words, so every sample, and so
+    every transfer, is a whole number of words whatever the batch."""
+    per_word = device.generation.word_bytes * 8 // bits
+    return -(-features // per_word) * per_word
+
+
+class _Memtiles:
+    """Memory tiles in use: bytes and DMA channels taken, to pick the nearest one with room."""
+
+    def __init__(self, device: Device):
+        self.device = device
+        self.used: dict[tuple[int, int], list[int]] = {}
+
+    def take(self, near_col: int, size: int, s2mm: int, mm2s: int, what: str) -> tuple[int, int, int]:
+        """(col, row, byte offset) of the nearest memory tile with room; buffers start on a vector word."""
+        gen = self.device.generation
+        align = gen.vector_load_bits // 8
+        rows = range(self.device.memtile_rows - 1, -1, -1)  # the row next to the compute tiles first
+        for dist in range(self.device.columns):
+            for col in dict.fromkeys((near_col - dist, near_col + dist)):
+                if not 0 <= col < self.device.columns:
+                    continue
+                for row in rows:
+                    b, w, r = self.used.get((col, row), [0, 0, 0])
+                    offset = -(-b // align) * align
+                    if (offset + size <= gen.memtile_bytes and w + s2mm <= gen.memtile_s2mm
+                            and r + mm2s <= gen.memtile_mm2s):
+                        self.used[(col, row)] = [offset + size, w + s2mm, r + mm2s]
+                        return col, row, offset
+        raise MappingError(f"no memory tile has {size} bytes and {s2mm}+{mm2s} DMA channels free for {what}",
+                           hint="use a smaller batch")
+
+
+def _tiling(s: Slice, lo: int, dims: tuple[int, int], boundary: tuple[int, int] | None, plio: bool) -> Tiling:
+    """The access of slice `s` in a buffer holding features [lo, lo + dims[0]) of `dims[1]` rows.
+
+    A kernel slice walks its blocks over every (padded) row; a PLIO slice (rows = the batch, one block)
+    is one plain [batch, width] tile.
+    """
+    if plio:
+        return Tiling(dims, (s.cols, s.rows), (s.lo - lo, 0), (), boundary)
+    return Tiling(dims, (s.cols, s.rows), (s.lo - lo, 0),
+                  (Traversal(0, s.cols, s.width // s.cols), Traversal(1, s.rows, dims[1] // s.rows)), boundary)
+
+
+def _overlaps(a: Slice, lo: int, hi: int) -> bool:
+    return a.lo < hi and lo < a.hi
+
+
+def plan(graph: Graph, configs: dict, boxes: dict[str, Box], device: Device, batch: int, padded: int,
+         layers: dict[str, Directive]) -> Plan:
+    gen = device.generation
+    ops = {op.name: op for op in graph.ops}
+    producer = {t: op for op in graph.ops for t in op.outputs}
+    tiles = _Memtiles(device)
+    buffers: list[MemtileBuffer] = []
+    plios: list[Plio] = []
+    links: list[DirectLink] = []
+    plio_names: set[str] = set()
+
+    def add_buffer(tensor: str, writers: list[Slice], readers: list[tuple[Slice, tuple[int, int] | None]],
+                   near: int) -> None:
+        t = graph.tensors[tensor]
+        lo = min([w.lo for w in writers] + [r.lo for r, _ in readers])
+        hi = max([w.hi for w in writers] + [r.hi for r, _ in readers])
+        dims = (hi - lo, padded)
+        size = dims[0] * padded * t.type.storage_bits // 8
+        col, row, offset = tiles.take(near, size, len(writers), len(readers), f"tensor '{tensor}'")
+        name = f"mt_{len(buffers)}"
+        buffers.append(MemtileBuffer(
+            name, tensor, col, row, offset, t.type.storage, dims,
+            tuple(Access(_tiling(w, lo, dims, None, w.peers[0] in plio_names), w.peers) for w in writers),
+            tuple(Access(_tiling(r, lo, dims, None if bound is None else (bound[0] - lo, bound[1]),
+                                 r.peers[0] in plio_names), r.peers)
+                  for r, bound in readers)))
+
+    for tensor, t in graph.tensors.items():
+        if tensor in graph.inputs:
+            row = wire_row(t.features, t.type.storage_bits, device)
+            name = f"in_{graph.inputs.index(tensor)}"
+            plios.append(Plio(name, "in", tensor, device.plio_bits, 0, t.features, row, batch * row))
+            plio_names.add(name)
+            # The PLIO writes [batch, row] row-major; rows past the batch are never written (readers zero them).
+            writers = [Slice(0, row, batch, row, (name,))]
+            prod = None
+        else:
+            prod = producer[tensor]
+            writers = family(prod.kind).output_slices(prod, configs[prod.name])
+
+        readers: list[tuple[Slice, int]] = []  # (slice, column of its kernels) still needing a memory tile
+        for op in graph.ops:
+            for port, name in enumerate(op.inputs):
+                if name != tensor:
+                    continue
+                wanted = family(op.kind).input_slices(op, configs[op.name], port)
+                mode = layers.get(op.name, Directive()).transport
+                direct = prod is not None and [w.layout for w in writers] == [r.layout for r in wanted]
+                if mode == "direct" and not direct:
+                    raise MappingError(
+                        f"cannot take input '{tensor}' directly: the producer '{prod.name if prod else 'PLIO'}' "
+                        "writes slices that are not this layer's input slices", node=op.name,
+                        hint="give both layers matching cas_num / cas_length and microtiles, or use transport = 'memtile'")
+                if direct and mode != "memtile":
+                    links += [DirectLink(tensor, w.peers[0], r.peers) for w, r in zip(writers, wanted)]
+                    continue
+                readers += [(r, boxes[op.name].col + i) for i, r in enumerate(wanted)]
+
+        # Group the readers into shards one memory tile can serve.
+        bound = (t.features, batch)
+        group: list[tuple[Slice, int]] = []
+        for r in sorted(readers, key=lambda x: (x[0].lo, x[0].hi)) + [None]:
+            if r is not None:
+                trial = group + [r]
+                lo, hi = min(x.lo for x, _ in trial), max(x.hi for x, _ in trial)
+                w = [x for x in writers if _overlaps(x, lo, min(hi, t.features))]
+                wlo = min([x.lo for x in w] + [lo])
+                whi = max([x.hi for x in w] + [hi])
+                size = (whi - wlo) * padded * t.type.storage_bits // 8
+                fits = len(trial) <= gen.memtile_mm2s and len(w) <= gen.memtile_s2mm and size <= gen.memtile_bytes
+                if fits or not group:
+                    if not fits:
+                        raise Infeasible(_reader_op(r[0]), f"features [{r[0].lo}, {r[0].hi}) of '{tensor}' need "
+                                         f"{len(w)} writers and {size} bytes in one memory tile")
+                    group = trial
+                    continue
+            if group:
+                lo, hi = min(x.lo for x, _ in group), max(x.hi for x, _ in group)
+                w = [x for x in writers if _overlaps(x, lo, min(hi, t.features))]
+                near = sorted(c for _, c in group)[len(group) // 2]
+                add_buffer(tensor, w, [(x, bound) for x, _ in group], near)
+            group = [r] if r is not None else []
+
+        if tensor in graph.outputs:
+            # One output PLIO per group of producer slices a memory tile can collect.
+            ordered = sorted(writers, key=lambda x: x.lo)
+            for i in range(0, len(ordered), gen.memtile_s2mm):
+                part = ordered[i:i + gen.memtile_s2mm]
+                lo, hi = part[0].lo, min(part[-1].hi, t.features)
+                if lo >= t.features:
+                    break
+                row = wire_row(hi - lo, t.type.storage_bits, device)
+                name = f"out_{sum(p.direction == 'out' for p in plios)}"
+                plios.append(Plio(name, "out", tensor, device.plio_bits, lo, hi, row, batch * row))
+                plio_names.add(name)
+                reader = Slice(lo, lo + row, batch, row, (name,))
+                near = boxes[prod.name].col + boxes[prod.name].width - 1 if prod is not None else 0
+                add_buffer(tensor, part, [(reader, (hi, batch))], near)
+
+    if sum(p.direction == "in" for p in plios) > device.plio_inputs or \
+            sum(p.direction == "out" for p in plios) > device.plio_outputs:
+        raise MappingError(f"the design needs more PLIO ports than {device.name} offers "
+                           f"({device.plio_inputs} in / {device.plio_outputs} out)")
+    return Plan(tuple(buffers), tuple(plios), tuple(links))
+
+
+def _reader_op(s: Slice) -> str:
+    return s.peers[0].split(".in")[0].rsplit("_c", 1)[0]
