@@ -34,13 +34,13 @@ def map_design(graph: Graph, device: Device, batch: int, options: Options | None
     opts = search.options(graph, device, batch, options.layers)
     padded = next(iter(opts.values()))[0].cfg.batch
     budget = min(options.max_tiles or device.tiles, device.tiles)
-    bound = choice = search.choose(opts, budget, options.objective, options.target_interval)
+    bound = choice = _choose(graph, opts, budget, options)
     for attempt in range(1, MAX_ATTEMPTS + 1):
         boxes = place(graph, choice.configs, device, options.layers)
         if boxes is None:
             budget = choice.tiles - max(1, choice.tiles // 64)
             try:
-                choice = search.choose(opts, budget, options.objective, options.target_interval)
+                choice = _choose(graph, opts, budget, options)
             except MappingError:
                 raise MappingError(f"the layers do not fit on {device.name}'s {device.columns} x {device.rows} "
                                    "tiles in any configuration tried", hint="use a smaller batch or a larger device") from None
@@ -51,7 +51,7 @@ def map_design(graph: Graph, device: Device, batch: int, options: Options | None
             opts[e.op] = [o for o in opts[e.op] if o.cfg != choice.configs[e.op]]
             if not opts[e.op]:
                 raise MappingError(f"no configuration can be wired: {e.reason}", node=e.op) from None
-            choice = search.choose(opts, budget, options.objective, options.target_interval)
+            choice = _choose(graph, opts, budget, options)
             continue
         break
     else:  # pragma: no cover - every attempt removes an option or lowers the budget
@@ -67,6 +67,11 @@ def map_design(graph: Graph, device: Device, batch: int, options: Options | None
                           choice.latency, attempt)
     return Design(device, graph, batch, tuple(layers), tuple(tiles), wiring.memtile_buffers, wiring.plios,
                   wiring.links, report)
+
+
+def _choose(graph: Graph, opts: dict, budget: int, options: Options) -> search.Choice:
+    best = search.choose(opts, budget, options.objective, options.target_interval)
+    return search.prefer_direct(graph, opts, best, budget, options.objective, options.target_interval, options.layers)
 
 
 def _kernels(name: str, kind: str, cfg, box: Box, device: Device) -> list[KernelTile]:

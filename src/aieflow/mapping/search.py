@@ -61,10 +61,13 @@ def _no_option_message(cands: list, d: Directive) -> str:
     if not cands:
         return "no configuration fits the device at this batch"
     asked = ", ".join(f"{k}={v}" for k, v in d.to_dict().items() if k in ("cas_length", "cas_num", "microtile"))
-    lengths = sorted({c.cas_length for c in cands})
-    nums = sorted({c.cas_num for c in cands})
-    return (f"no legal configuration with {asked} (legal cas_length: {_ranges(lengths)}; "
-            f"cas_num: {_ranges(nums)})")
+    same_length = [c for c in cands if d.cas_length is None or c.cas_length == d.cas_length]
+    if d.cas_length is not None and same_length:
+        legal = f"with cas_length={d.cas_length} the legal cas_num are {_ranges(sorted({c.cas_num for c in same_length}))}"
+    else:
+        legal = (f"legal cas_length: {_ranges(sorted({c.cas_length for c in cands}))}; "
+                 f"cas_num: {_ranges(sorted({c.cas_num for c in cands}))}")
+    return f"no legal configuration with {asked} ({legal}; buffers must fit their banks)"
 
 
 def _ranges(values: list[int]) -> str:
@@ -172,3 +175,40 @@ def _latency_knapsack(opts: dict[str, list[Option]], budget: int) -> Choice:
         picks[n] = o[i]
         t = prev
     return _total({n: picks[n] for n in opts})
+
+
+def prefer_direct(graph: Graph, opts: dict[str, list[Option]], choice: Choice, budget: int, objective: str,
+                  target_interval: int | None, layers: dict[str, Directive]) -> Choice:
+    """Swap a consumer to an option whose input slices are exactly its producer's output slices, so the
+    data can pass directly instead of through a memory tile, when that costs the objective nothing."""
+    producer = {t: op for op in graph.ops for t in op.outputs}
+    picked = {n: next(o for o in opts[n] if o.cfg == c) for n, c in choice.configs.items()}
+    for op in graph.ops:
+        if layers.get(op.name, Directive()).transport == "memtile":
+            continue
+        for port, tensor in enumerate(op.inputs):
+            prod = producer.get(tensor)
+            if prod is None:
+                continue
+            out = [s.layout for s in family(prod.kind).output_slices(prod, picked[prod.name].cfg)]
+            fam = family(op.kind)
+            if [s.layout for s in fam.input_slices(op, picked[op.name].cfg, port)] == out:
+                continue
+            cur = picked[op.name]
+            total = _total(picked)
+            ok = []
+            for o in opts[op.name]:
+                if [s.layout for s in fam.input_slices(op, o.cfg, port)] != out:
+                    continue
+                if total.tiles - cur.tiles + o.tiles > budget:
+                    continue
+                if objective == "throughput" and o.interval > total.interval:
+                    continue
+                if objective == "latency" and o.latency > cur.latency:
+                    continue
+                if objective == "resource" and (o.tiles > cur.tiles or (target_interval and o.interval > target_interval)):
+                    continue
+                ok.append(o)
+            if ok:
+                picked[op.name] = min(ok, key=lambda x: (x.tiles, x.interval, x.latency))
+    return _total(picked)
