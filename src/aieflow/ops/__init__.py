@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from . import dense
+from . import add, dense
 
-FAMILIES = {"dense": dense}
+FAMILIES = {"dense": dense, "add": add}
 
 
 def family(kind: str):

@@ -13,10 +13,11 @@ Data layouts (the emitted kernel and the emulator use the same ones):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import numpy as np
 
-from ...devices import Device
+from ...devices import Device, get_device
 from ...errors import MappingError, NumericsError
 from ...ir import Graph, Op
 from ...numerics import FixedType, accumulator_bound, srs
@@ -120,12 +121,21 @@ def check_numerics(op: Op, graph: Graph, device: Device) -> None:
 
 def candidates(op: Op, graph: Graph, device: Device, batch: int) -> list[Config]:
     """Every legal (microtile, cas_length, cas_num) for this layer on this device, fewest tiles first."""
-    gen = device.generation
     x = graph.tensors[op.inputs[0]].type
     y = graph.tensors[op.outputs[0]].type
     w: FixedType = op.attrs["weight_type"]
-    prec = gen.precision(x.storage_bits, w.storage_bits, node=op.name)
+    device.generation.precision(x.storage_bits, w.storage_bits, node=op.name)  # refuses a missing precision
     k_in, n_out = op.params["weight"].shape
+    return list(_candidates(k_in, n_out, x.storage_bits, w.storage_bits, y.storage_bits, device.key, batch))
+
+
+@lru_cache(maxsize=512)
+def _candidates(k_in: int, n_out: int, act_bits: int, weight_bits: int, out_bits: int, device_key: str,
+                batch: int) -> tuple[Config, ...]:
+    """The candidates of one layer shape; cached because graphs repeat shapes (and the search asks twice)."""
+    device = get_device(device_key)
+    gen = device.generation
+    prec = gen.precision(act_bits, weight_bits)
     found = []
     # Memory-tile sharding serves any number of stages and chains, so the array bounds the split.
     max_len = device.columns
@@ -137,7 +147,7 @@ def candidates(op: Op, graph: Graph, device: Device, batch: int) -> list[Config]
             for cas_num in range(1, min(max_num, _ceil_div(n_out, n)) + 1):
                 n_tile = _ceil_div(n_out, cas_num * n) * n
                 cfg = Config(k_in, n_out, b_pad, (m, k, n), cas_length, cas_num, k_tile, n_tile,
-                                  x.storage_bits, w.storage_bits, y.storage_bits, prec.accumulator_bits)
+                             act_bits, weight_bits, out_bits, prec.accumulator_bits)
                 # A last stage or chain of nothing but padding would be a kernel with no work.
                 if (cas_length - 1) * k_tile >= k_in or (cas_num - 1) * n_tile >= n_out:
                     continue
@@ -145,7 +155,7 @@ def candidates(op: Op, graph: Graph, device: Device, batch: int) -> list[Config]
                        for s in {0, cas_length - 1}):
                     found.append(cfg)
     found.sort(key=lambda c: (c.tiles, c.k_pad * c.n_pad, c.cas_length, prec.microtiles.index(c.microtile)))
-    return found
+    return tuple(found)
 
 
 def pack(op: Op, cfg: Config) -> dict[str, np.ndarray]:

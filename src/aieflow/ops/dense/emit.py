@@ -112,7 +112,11 @@ def _layer_context(design, layer, ns: str) -> dict:
 
 
 def _array_lines(values: np.ndarray) -> list[str]:
-    flat = [_literal(int(v), values.dtype) for v in np.asarray(values).ravel()]
+    values = np.asarray(values)
+    if values.dtype.itemsize < 4:
+        flat = [str(v) for v in values.ravel().tolist()]  # every value is its own literal: the fast path
+    else:
+        flat = [_literal(v, values.dtype) for v in values.ravel().tolist()]
     return [", ".join(flat[i:i + _VALUES_PER_LINE]) for i in range(0, len(flat), _VALUES_PER_LINE)]
 
 
@@ -134,11 +138,11 @@ def _params_context(design, layer, ns: str) -> dict:
         for stage in range(cfg.cas_length):
             w = weights[chain, stage]
             arrays.append({"name": f"{kernel_member(ns, chain, stage)}_weights", "ctype": _ctype(w.dtype.itemsize * 8),
-                           "size": w.size, "lines": _array_lines(w),
+                           "size": w.size, "body": ",\n    ".join(_array_lines(w)),
                            "what": f"weights of chain {chain}, stage {stage}: [Nt/N][Kt/K][K][N] blocks"})
         b = bias[chain]
         arrays.append({"name": f"{ns}_c{chain}_bias", "ctype": _ctype(b.dtype.itemsize * 8), "size": b.size,
-                       "lines": _array_lines(b),
+                       "body": ",\n    ".join(_array_lines(b)),
                        "what": f"bias of chain {chain} on the accumulator grid, added by its last stage"})
     return {"ns": ns, "name": layer.op.name, "arrays": arrays, "align": _PARAM_ALIGN_BYTES}
 

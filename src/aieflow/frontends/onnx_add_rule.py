@@ -1,0 +1,85 @@
+"""ONNX rules for the sum of two activations (a residual join), for the QDQ frontend's RULES table.
+
+    Add(Dequantized a, Dequantized b)   -> PendingAdd
+    Relu(PendingAdd)                     -> PendingAdd with relu
+    QuantizeLinear(PendingAdd)           -> the IR op "add" (inputs a, b) and its Quantized output
+
+Any other Add, Relu or QuantizeLinear goes to the rule it replaces, so the bias Add of MatMul and the ReLU
+of a dense layer are untouched. `rules(base)` gives the three wrapped rules; onnx_qdq wires them with
+`RULES.update(rules(RULES))`.
+
+The op's attrs: shift_a and shift_b move each input onto the finer of the two grids (common frac =
+max(frac_a, frac_b); one of them is 0), and shift = common frac - output frac. onnxruntime adds the two
+dequantized float32 values, exact whenever the aligned sum is below 2**24 in magnitude, then QuantizeLinear
+rounds half to even and saturates: the op's SRS with the output type's modes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ..errors import ModelError
+from ..ir import Op, Tensor
+from ..numerics import FixedType, Rounding, Saturation
+from . import onnx_qdq as qdq
+
+
+@dataclass(frozen=True)
+class PendingAdd:
+    """a + b (-> ReLU) waiting for its output QuantizeLinear."""
+
+    node: str
+    a: str  # IR tensors
+    b: str
+    relu: bool
+
+
+def add(node, ins, st, base):
+    """Add of two quantized activations; anything else is base's (the bias of MatMul)."""
+    if len(ins) == 2 and all(isinstance(v, qdq.Dequantized) for v in ins):
+        a, b = (st.tensors[v.tensor] for v in ins)
+        if a.features != b.features:
+            raise ModelError(f"adds activations of {a.features} and {b.features} features", node=qdq._nm(node),
+                             hint="broadcasting is not supported: add activations of the same width")
+        return PendingAdd(qdq._nm(node), a.name, b.name, False)
+    return base(node, ins, st)
+
+
+def relu(node, ins, st, base):
+    x = ins[0]
+    if isinstance(x, PendingAdd):
+        return replace(x, relu=True)
+    return base(node, ins, st)
+
+
+def quantize(node, ins, st, base):
+    x = ins[0]
+    if not isinstance(x, PendingAdd):
+        return base(node, ins, st)
+    frac, bits, signed = qdq._qparams(node, ins)
+    if bits not in (8, 16) or (bits == 16 and not signed):
+        raise ModelError(f"activations of {bits} bits ({'signed' if signed else 'unsigned'}) are not supported",
+                         node=qdq._nm(node), hint="quantize activations to int8, uint8 or int16")
+    # ONNX QuantizeLinear rounds half to even and saturates.
+    out = FixedType(bits, signed, frac, Rounding.CONV_EVEN, Saturation.SATURATE)
+    return finish(node.output[0], x, out, st)
+
+
+def finish(name: str, pending: PendingAdd, out: FixedType, st) -> qdq.Quantized:
+    """Record the IR op and its output tensor; return the output's meaning."""
+    a, b = st.tensors[pending.a], st.tensors[pending.b]
+    common = max(a.type.frac, b.type.frac)
+    st.tensors[name] = Tensor(name, a.features, out)
+    st.ops.append(Op(pending.node, "add", (a.name, b.name), (name,),
+                     {"relu": pending.relu, "shift_a": common - a.type.frac, "shift_b": common - b.type.frac,
+                      "shift": common - out.frac}))
+    return qdq.Quantized(name)
+
+
+def rules(base: dict) -> dict:
+    """The Add, Relu and QuantizeLinear rules of `base` extended with the residual join."""
+    def wrap(rule, fallback):
+        return lambda node, ins, st: rule(node, ins, st, fallback)
+
+    return {"Add": wrap(add, base["Add"]), "Relu": wrap(relu, base["Relu"]),
+            "QuantizeLinear": wrap(quantize, base["QuantizeLinear"])}
