@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench bench-aie4ml clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,15 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/compile_speed.py
+	$(BIN)/python bench/layer_scaling.py
+
+# The published reference, in a venv of its own; about 5 minutes, almost all of it aie4ml's search.
+.venv-aie4ml/bin/python:
+	$(PYTHON) -m venv .venv-aie4ml
+	.venv-aie4ml/bin/pip install --quiet "aie4ml[onnx]==0.2.1"
+
+bench-aie4ml: $(STAMP) .venv-aie4ml/bin/python
+	$(BIN)/python bench/vs_aie4ml.py
 
 clean:
 	rm -rf build .pytest_cache
