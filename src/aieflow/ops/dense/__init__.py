@@ -235,21 +235,37 @@ def emulate(layer, graph: Graph, inputs: dict[str, np.ndarray]) -> dict[str, np.
     return streams
 
 
-def cycles(cfg: Config, device: Device) -> int:
-    """Cycles of one kernel per graph iteration: the larger of its compute and its input stream.
+def cycle_terms(cfg: Config, device: Device) -> dict[str, int]:
+    """What one kernel's cycles per graph iteration are made of.
 
-    Compute is one aie::mmul per cycle (the catalog's MAC rate is one native microtile a cycle) plus a
-    fixed cost per output block and per call; the input arrives over one 32-bit stream per kernel, which
-    the ping-pong buffers overlap with compute. The overheads are estimates the performance model refines.
+    Compute adds up: one aie::mmul issued per cycle (the catalog's MAC rate is one native microtile a
+    cycle; a smaller microtile issues at the same rate and does less), a fixed cost per output block
+    (cascade word or SRS and store) and per call. Terms named "stream ..." are not added: the input arrives
+    over one 32-bit stream per kernel while the ping-pong buffers let compute run, so the kernel takes the
+    larger of its compute and its stream. The overheads are catalog estimates.
     """
     gen = device.generation
     m, k, n = cfg.microtile
-    issues = (cfg.batch // m) * (cfg.k_tile // k) * (cfg.n_tile // n)
-    # Each aie::mmul issues in one cycle whatever its shape: a smaller microtile simply does less per cycle.
     blocks = (cfg.batch // m) * (cfg.n_tile // n)
-    compute = issues + blocks * gen.block_overhead_cycles + gen.kernel_call_cycles
-    stream = cfg.batch * cfg.k_tile * _bytes(cfg.act_bits) // gen.word_bytes
-    return max(compute, stream)
+    return {
+        "mmul": blocks * (cfg.k_tile // k),
+        "per block": blocks * gen.block_overhead_cycles,
+        "per call": gen.kernel_call_cycles,
+        "stream in": cfg.batch * cfg.k_tile * _bytes(cfg.act_bits) // gen.word_bytes,
+    }
+
+
+def cycles(cfg: Config, device: Device) -> int:
+    """Cycles of one kernel per graph iteration: the larger of its compute and its input stream."""
+    terms = cycle_terms(cfg, device)
+    compute = sum(v for t, v in terms.items() if not t.startswith("stream"))
+    return max(compute, max((v for t, v in terms.items() if t.startswith("stream")), default=0))
+
+
+def macs(op: Op, batch: int) -> int:
+    """Multiply-accumulates of the layer per graph iteration (the real sizes, not the padding)."""
+    k_in, n_out = op.params["weight"].shape
+    return batch * k_in * n_out
 
 
 def latency(cfg: Config, device: Device) -> int:
