@@ -96,7 +96,7 @@ def test_unsupported_forms_name_the_problem(mutate, phrase):
         aieflow.compile(m)
 
 
-def test_add_of_two_activations_is_refused_with_a_pointer():
+def test_add_of_two_activations_is_a_residual_join():
     inits = _layer(np.random.default_rng(1), 4, 4)
     nodes = [
         helper.make_node("QuantizeLinear", ["x", "sx", "z"], ["xq"]),
@@ -104,6 +104,8 @@ def test_add_of_two_activations_is_refused_with_a_pointer():
         helper.make_node("Add", ["xd", "xd"], ["s"], name="residual"),
         helper.make_node("QuantizeLinear", ["s", "sy", "z"], ["yq"]),
     ]
-    with pytest.raises(ModelError, match="residual") as err:
-        aieflow.compile(_model(nodes, inits, 4, 4, out="yq", out_type=TensorProto.INT8))
-    assert err.value.node == "residual"
+    m = _model(nodes, inits, 4, 4, out="yq", out_type=TensorProto.INT8)
+    d = aieflow.compile(m)
+    assert [op.kind for op in d.graph.ops] == ["add"]
+    x = _inputs(4)
+    assert np.array_equal(d.simulate(x, raw=True), run_onnxruntime(m, x))

@@ -85,7 +85,8 @@ def qdq_graph(seed: int, *, max_layers: int = 6, max_width: int = 512, act_bits:
     pool = _pool(act_bits, act_types)
     for attempt in range(_MAX_ATTEMPTS):
         try:
-            model = _Growth(np.random.default_rng([seed, attempt]), pool, max_layers, max_width, weight_bits).model(name)
+            growth = _Growth(np.random.default_rng([seed, attempt]), pool, max_layers, max_width, weight_bits)
+            model = growth.model(name)
         except _Redraw:
             continue
         onnx.checker.check_model(model, full_check=True)
@@ -241,7 +242,9 @@ class _Growth:
         acc = (a.calib << shift_a) + (b.calib << shift_b)
         proto = self._type(a.width)
         relu = self._flag()
-        out_frac = common - _typical_shift(acc, proto, relu)
+        # Sometimes a bit or two finer than typical: more saturation, and left shifts (output frac above the
+        # inputs') where the sum is small.
+        out_frac = common - _typical_shift(acc, proto, relu) + int(self.rng.choice([0, 0, 0, 1, 2]))
         out = FixedType(proto.bits, proto.signed, out_frac)
         self._check(common - out_frac, out_frac, common)
         prefix = f"add{self.n_add}"

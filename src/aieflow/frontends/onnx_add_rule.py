@@ -21,7 +21,14 @@ from dataclasses import dataclass, replace
 from ..errors import ModelError
 from ..ir import Op, Tensor
 from ..numerics import FixedType, Rounding, Saturation
-from . import onnx_qdq as qdq
+
+
+def _qdq():
+    """The QDQ frontend, imported when a rule runs: it imports this module to build its RULES, so a
+    top-level import here would be circular whichever of the two is imported first."""
+    from . import onnx_qdq
+
+    return onnx_qdq
 
 
 @dataclass(frozen=True)
@@ -36,12 +43,18 @@ class PendingAdd:
 
 def add(node, ins, st, base):
     """Add of two quantized activations; anything else is base's (the bias of MatMul)."""
+    qdq = _qdq()
     if len(ins) == 2 and all(isinstance(v, qdq.Dequantized) for v in ins):
         a, b = (st.tensors[v.tensor] for v in ins)
         if a.features != b.features:
             raise ModelError(f"adds activations of {a.features} and {b.features} features", node=qdq._nm(node),
                              hint="broadcasting is not supported: add activations of the same width")
         return PendingAdd(qdq._nm(node), a.name, b.name, False)
+    unquantized = (qdq.PendingDense, PendingAdd)
+    if len(ins) == 2 and all(isinstance(v, (qdq.Dequantized, *unquantized)) for v in ins) \
+            and any(isinstance(v, unquantized) for v in ins):
+        raise ModelError("adds a layer's output that was never quantized", node=qdq._nm(node),
+                         hint="put QuantizeLinear + DequantizeLinear on both inputs of the Add")
     return base(node, ins, st)
 
 
@@ -56,6 +69,7 @@ def quantize(node, ins, st, base):
     x = ins[0]
     if not isinstance(x, PendingAdd):
         return base(node, ins, st)
+    qdq = _qdq()
     frac, bits, signed = qdq._qparams(node, ins)
     if bits not in (8, 16) or (bits == 16 and not signed):
         raise ModelError(f"activations of {bits} bits ({'signed' if signed else 'unsigned'}) are not supported",
@@ -65,7 +79,7 @@ def quantize(node, ins, st, base):
     return finish(node.output[0], x, out, st)
 
 
-def finish(name: str, pending: PendingAdd, out: FixedType, st) -> qdq.Quantized:
+def finish(name: str, pending: PendingAdd, out: FixedType, st):
     """Record the IR op and its output tensor; return the output's meaning."""
     a, b = st.tensors[pending.a], st.tensors[pending.b]
     common = max(a.type.frac, b.type.frac)
@@ -73,7 +87,7 @@ def finish(name: str, pending: PendingAdd, out: FixedType, st) -> qdq.Quantized:
     st.ops.append(Op(pending.node, "add", (a.name, b.name), (name,),
                      {"relu": pending.relu, "shift_a": common - a.type.frac, "shift_b": common - b.type.frac,
                       "shift": common - out.frac}))
-    return qdq.Quantized(name)
+    return _qdq().Quantized(name)
 
 
 def rules(base: dict) -> dict:

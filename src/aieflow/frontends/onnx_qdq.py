@@ -347,8 +347,9 @@ def _add(node, ins, st: _State):
         if a.bias is not None or a.relu:
             raise ModelError("a second bias after MatMul is not supported", node=_nm(node))
         return _add_bias(node, a, b, st)
-    raise ModelError("Add is supported only as the bias of MatMul (MatMul -> Add with a constant)",
-                     node=_nm(node), hint="adding two activations comes with the residual-join support")
+    raise ModelError("Add is supported as the bias of MatMul (MatMul -> Add with a constant) or as the sum of "
+                     "two quantized activations", node=_nm(node),
+                     hint="quantize both inputs with QuantizeLinear/DequantizeLinear")
 
 
 def _add_bias(node, dense: PendingDense, b: Const, st: _State) -> PendingDense:
@@ -408,3 +409,8 @@ RULES = {
     "Flatten": _view,
     "Reshape": _view,
 }
+
+# Residual joins: the sum of two activations (see onnx_add_rule). Imported last: it reads this module's rules.
+from .onnx_add_rule import rules as _add_rules  # noqa: E402
+
+RULES.update(_add_rules(RULES))

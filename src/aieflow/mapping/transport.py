@@ -121,13 +121,8 @@ def plan(graph: Graph, configs: dict, boxes: dict[str, Box], device: Device, bat
 
     for tensor, t in graph.tensors.items():
         if tensor in graph.inputs:
-            row = wire_row(t.features, t.type.storage_bits, device)
-            name = f"in_{graph.inputs.index(tensor)}"
-            plios.append(Plio(name, "in", tensor, device.plio_bits, 0, t.features, row, batch * row))
-            plio_names.add(name)
-            # The PLIO writes [batch, row] row-major; rows past the batch are never written (readers zero them).
-            writers = [Slice(0, row, batch, row, (name,))]
             prod = None
+            writers = []  # input PLIOs, made below once the readers say how to split the features
         else:
             prod = producer[tensor]
             writers = family(prod.kind).output_slices(prod, configs[prod.name])
@@ -149,6 +144,16 @@ def plan(graph: Graph, configs: dict, boxes: dict[str, Box], device: Device, bat
                     links += [DirectLink(tensor, w.peers[0], r.peers) for w, r in zip(writers, wanted)]
                     continue
                 readers += [(r, boxes[op.name].col + i) for i, r in enumerate(wanted)]
+
+        if prod is None:
+            free = device.plio_inputs - sum(p.direction == "in" for p in plios)
+            for lo, hi in _plio_ranges(t.features, [r for r, _ in readers], free, t.type.storage_bits, device):
+                row = wire_row(hi - lo, t.type.storage_bits, device)
+                name = f"in_{sum(p.direction == 'in' for p in plios)}"
+                plios.append(Plio(name, "in", tensor, device.plio_bits, lo, hi, row, batch * row))
+                plio_names.add(name)
+                # [batch, row] row-major; rows past the batch are never written (readers zero them).
+                writers.append(Slice(lo, lo + row, batch, row, (name,)))
 
         # Group the readers into shards one memory tile can serve.
         bound = (t.features, batch)
@@ -176,10 +181,15 @@ def plan(graph: Graph, configs: dict, boxes: dict[str, Box], device: Device, bat
             group = [r] if r is not None else []
 
         if tensor in graph.outputs:
-            # One output PLIO per group of producer slices a memory tile can collect.
-            ordered = sorted(writers, key=lambda x: x.lo)
-            for i in range(0, len(ordered), gen.memtile_s2mm):
-                part = ordered[i:i + gen.memtile_s2mm]
+            # One output PLIO per producer slice, so each stream carries one kernel's share; fewer (each a
+            # group a memory tile can collect) when the platform has not that many ports.
+            ordered = [w for w in sorted(writers, key=lambda x: x.lo) if w.lo < t.features]
+            free = device.plio_outputs - sum(p.direction == "out" for p in plios)
+            size = max(-(-len(ordered) // max(free, 1)), 1)
+            if size > gen.memtile_s2mm:
+                raise MappingError(f"graph output '{tensor}' needs more PLIO ports than {device.name} offers")
+            for i in range(0, len(ordered), size):
+                part = ordered[i:i + size]
                 lo, hi = part[0].lo, min(part[-1].hi, t.features)
                 if lo >= t.features:
                     break
@@ -196,6 +206,21 @@ def plan(graph: Graph, configs: dict, boxes: dict[str, Box], device: Device, bat
         raise MappingError(f"the design needs more PLIO ports than {device.name} offers "
                            f"({device.plio_inputs} in / {device.plio_outputs} out)")
     return Plan(tuple(buffers), tuple(plios), tuple(links))
+
+
+def _plio_ranges(features: int, readers: list[Slice], free: int, bits: int, device: Device) -> list[tuple[int, int]]:
+    """Feature ranges of a graph input's PLIOs: one per distinct slice its readers take, so that each
+    stream feeds one kernel's share, merged evenly when the platform has fewer ports. Inner boundaries
+    fall on whole DMA words, so no PLIO's padding overlaps the next one's features."""
+    per_word = device.generation.word_bytes * 8 // bits
+    cuts = sorted({0, features} | {r.lo // per_word * per_word for r in readers if 0 < r.lo < features})
+    ranges = list(zip(cuts, cuts[1:]))
+    if free < 1:
+        raise MappingError("the graph input needs a PLIO port and the platform has none left")
+    groups = min(len(ranges), free)
+    # Contiguous groups of near-equal size.
+    bounds = [round(i * len(ranges) / groups) for i in range(groups + 1)]
+    return [(ranges[a][0], ranges[b - 1][1]) for a, b in zip(bounds, bounds[1:])]
 
 
 def _reader_op(s: Slice) -> str:

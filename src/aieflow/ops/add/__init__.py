@@ -146,13 +146,12 @@ def candidates(op: Op, graph: Graph, device: Device, batch: int) -> list[Config]
     """
     a, b, y = _types(op, graph)
     features = graph.tensors[op.outputs[0]].features
-    width = LANES
     found = []
-    for cas_num in range(1, min(device.rows, _ceil_div(features, width)) + 1):
-        n_tile = _ceil_div(features, cas_num * width) * width
+    for cas_num in range(1, min(device.rows, _ceil_div(features, LANES)) + 1):
+        n_tile = _ceil_div(features, cas_num * LANES) * LANES
         if (cas_num - 1) * n_tile >= features:
             continue
-        cfg = Config(features, batch, width, 1, cas_num, n_tile, a.storage_bits, b.storage_bits, y.storage_bits)
+        cfg = Config(features, batch, LANES, 1, cas_num, n_tile, a.storage_bits, b.storage_bits, y.storage_bits)
         if bank_assignment(cfg.tile_buffers(device), device) is not None:
             found.append(cfg)
     found.sort(key=lambda c: (c.tiles, c.n_pad))
@@ -201,18 +200,35 @@ def emulate(layer, graph: Graph, inputs: dict[str, np.ndarray]) -> dict[str, np.
     return streams
 
 
-def cycles(cfg: Config, device: Device) -> int:
-    """Cycles of one kernel per graph iteration: the larger of its compute and its input streams.
+def cycle_terms(cfg: Config, device: Device) -> dict[str, int]:
+    """What one kernel's cycles per graph iteration are made of.
 
-    Compute is one vector of LANES values a cycle (two loads, two upshifts, an add, an SRS and a store
-    pipeline into one issue per vector) plus the fixed cost of a call. The two inputs arrive over two
-    32-bit streams in parallel (one S2MM channel each), which the ping-pong buffers overlap with compute;
-    the wider input bounds it. Both figures are estimates the performance model refines.
+    Compute adds up: one vector of LANES values a cycle (two loads, two upshifts, an add, an SRS and a
+    store pipeline into one issue per vector) and the fixed cost of a call. Terms named "stream ..." are not
+    added: the two inputs arrive over two 32-bit streams in parallel (one S2MM channel each) while the
+    ping-pong buffers let compute run, so the kernel takes the larger of its compute and its slower stream.
+    The overheads are catalog estimates.
     """
     gen = device.generation
-    compute = cfg.batch * cfg.n_tile // cfg.lanes + gen.kernel_call_cycles
-    stream = cfg.batch * cfg.n_tile * max(_bytes(cfg.a_bits), _bytes(cfg.b_bits)) // gen.word_bytes
-    return max(compute, stream)
+    values = cfg.batch * cfg.n_tile
+    return {
+        "vector": values // cfg.lanes,
+        "per call": gen.kernel_call_cycles,
+        "stream a": values * _bytes(cfg.a_bits) // gen.word_bytes,
+        "stream b": values * _bytes(cfg.b_bits) // gen.word_bytes,
+    }
+
+
+def cycles(cfg: Config, device: Device) -> int:
+    """Cycles of one kernel per graph iteration: the larger of its compute and its slower input stream."""
+    terms = cycle_terms(cfg, device)
+    compute = sum(v for t, v in terms.items() if not t.startswith("stream"))
+    return max(compute, max((v for t, v in terms.items() if t.startswith("stream")), default=0))
+
+
+def macs(op: Op, batch: int) -> int:
+    """Multiply-accumulates per graph iteration: none (an add's work is counted in its cycles only)."""
+    return 0
 
 
 def latency(cfg: Config, device: Device) -> int:
