@@ -42,7 +42,9 @@ def test_objectives_trade_tiles_for_speed(mlp):
 def test_throughput_search_is_exact_over_its_options(mlp):
     """Brute force over every per-op option combination of a small graph agrees with the scan."""
     model = qdq_mlp([40, 24, 16], seed=1)
-    g = aieflow.frontends.onnx_qdq.load_onnx(model)
+    from aieflow.frontends.onnx_qdq import load_onnx
+
+    g = load_onnx(model)
     dev = get_device("ve2302")
     opts = search.options(g, dev, 8, {})
     budget = 9

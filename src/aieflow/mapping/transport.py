@@ -157,28 +157,34 @@ def plan(graph: Graph, configs: dict, boxes: dict[str, Box], device: Device, bat
 
         # Group the readers into shards one memory tile can serve.
         bound = (t.features, batch)
+        def shard_writers(group):
+            lo, hi = min(x.lo for x, _ in group), max(x.hi for x, _ in group)
+            return [x for x in writers if _overlaps(x, lo, min(hi, t.features))]
+
+        def fits(group) -> bool:
+            w = shard_writers(group)
+            lo = min([x.lo for x in w] + [x.lo for x, _ in group])
+            hi = max([x.hi for x in w] + [x.hi for x, _ in group])
+            size = (hi - lo) * padded * t.type.storage_bits // 8
+            return len(group) <= gen.memtile_mm2s and len(w) <= gen.memtile_s2mm and size <= gen.memtile_bytes
+
+        def flush(group) -> None:
+            near = sorted(c for _, c in group)[len(group) // 2]
+            add_buffer(tensor, shard_writers(group), [(x, bound) for x, _ in group], near)
+
         group: list[tuple[Slice, int]] = []
-        for r in sorted(readers, key=lambda x: (x[0].lo, x[0].hi)) + [None]:
-            if r is not None:
-                trial = group + [r]
-                lo, hi = min(x.lo for x, _ in trial), max(x.hi for x, _ in trial)
-                w = [x for x in writers if _overlaps(x, lo, min(hi, t.features))]
-                wlo = min([x.lo for x in w] + [lo])
-                whi = max([x.hi for x in w] + [hi])
-                size = (whi - wlo) * padded * t.type.storage_bits // 8
-                fits = len(trial) <= gen.memtile_mm2s and len(w) <= gen.memtile_s2mm and size <= gen.memtile_bytes
-                if fits or not group:
-                    if not fits:
-                        raise Infeasible(_reader_op(r[0]), f"features [{r[0].lo}, {r[0].hi}) of '{tensor}' need "
-                                         f"{len(w)} writers and {size} bytes in one memory tile")
-                    group = trial
-                    continue
+        for r in sorted(readers, key=lambda x: (x[0].lo, x[0].hi)):
+            if fits(group + [r]):
+                group.append(r)
+                continue
             if group:
-                lo, hi = min(x.lo for x, _ in group), max(x.hi for x, _ in group)
-                w = [x for x in writers if _overlaps(x, lo, min(hi, t.features))]
-                near = sorted(c for _, c in group)[len(group) // 2]
-                add_buffer(tensor, w, [(x, bound) for x, _ in group], near)
-            group = [r] if r is not None else []
+                flush(group)
+            if not fits([r]):
+                raise Infeasible(_reader_op(r[0]), f"features [{r[0].lo}, {r[0].hi}) of '{tensor}' need "
+                                 f"{len(shard_writers([r]))} writers in one memory tile")
+            group = [r]
+        if group:
+            flush(group)
 
         if tensor in graph.outputs:
             # One output PLIO per producer slice, so each stream carries one kernel's share; fewer (each a
@@ -214,6 +220,17 @@ def _plio_ranges(features: int, readers: list[Slice], free: int, bits: int, devi
     fall on whole DMA words, so no PLIO's padding overlaps the next one's features."""
     per_word = device.generation.word_bytes * 8 // bits
     cuts = sorted({0, features} | {r.lo // per_word * per_word for r in readers if 0 < r.lo < features})
+    # A reader whose features span more PLIOs than a memory tile has write channels could not be served:
+    # drop every other cut inside its span until it fits.
+    limit = device.generation.memtile_s2mm
+    changed = True
+    while changed:
+        changed = False
+        for r in readers:
+            inside = [c for c in cuts if r.lo < c < min(r.hi, features)]
+            if len(inside) + 1 > limit:
+                cuts = [c for c in cuts if c not in inside[::2]]
+                changed = True
     ranges = list(zip(cuts, cuts[1:]))
     if free < 1:
         raise MappingError("the graph input needs a PLIO port and the platform has none left")
