@@ -120,6 +120,23 @@ def plot(project: Path, output: Path, title: str | None) -> None:
 
 
 @main.command()
+@click.argument("project", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for report.json, report.md and report.html [default: PROJECT].")
+def report(project: Path, output: Path | None) -> None:
+    """Predict a compiled PROJECT's performance: a table here, report.json / .md / .html on disk."""
+    from .design import load
+    from .report.render import print_report, write_reports
+
+    design = load(project)
+    print_report(design)
+    if output is None:
+        output = project if project.is_dir() else project.parent
+    paths = write_reports(design, output)
+    click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the catalog as JSON.")
 def devices(as_json: bool) -> None:
     """List the devices in the catalog."""

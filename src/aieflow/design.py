@@ -162,6 +162,12 @@ class Design:
         """The machine-readable summary `aieflow compile --json` prints."""
         return summary(self)
 
+    def _repr_html_(self) -> str:
+        """A Design shows itself in Jupyter: a summary table and the placement picture."""
+        from .report.render import design_html
+
+        return design_html(self)
+
     def to_json(self) -> str:
         return json.dumps(to_dict(self), sort_keys=True, indent=1) + "\n"
 

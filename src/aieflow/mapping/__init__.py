@@ -14,6 +14,7 @@ from ..errors import MappingError
 from ..ir import Graph
 from ..ops import family
 from ..ops.base import kernel_id
+from ..report.progress import progress
 from . import search
 from .directives import Options
 from .place import Box, place
@@ -35,7 +36,7 @@ def map_design(graph: Graph, device: Device, batch: int, options: Options | None
     padded = next(iter(opts.values()))[0].cfg.batch
     budget = min(options.max_tiles or device.tiles, device.tiles)
     bound = choice = _choose(graph, opts, budget, options)
-    for attempt in range(1, MAX_ATTEMPTS + 1):
+    for attempt in progress(range(1, MAX_ATTEMPTS + 1), None, "placing"):
         boxes = place(graph, choice.configs, device, options.layers)
         if boxes is None:
             budget = choice.tiles - max(1, choice.tiles // 64)

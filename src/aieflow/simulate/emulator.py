@@ -14,6 +14,7 @@ from ..design import Design, MemtileBuffer
 from ..errors import DesignError
 from ..numerics import dequantize, quantize_float
 from ..ops import family
+from ..report.progress import progress
 from ..tiling import read_tiles, write_tiles
 
 
@@ -36,7 +37,7 @@ def run(design: Design, x: np.ndarray, raw: bool = False) -> np.ndarray:
     else:
         raise DesignError(f"input of dtype {x.dtype}; give floats or integers")
     outs = []
-    for start in range(0, q.shape[0], design.batch):
+    for start in progress(range(0, q.shape[0], design.batch), description="emulating"):
         chunk = np.zeros((design.batch, tin.features), dtype=np.int64)
         part = q[start:start + design.batch]
         chunk[: len(part)] = part
