@@ -67,7 +67,7 @@ def test_max_tiles_and_target_interval(mlp):
     target = loose.search.interval * 3 // 4
     tight = aieflow.compile(mlp, objective="resource", target_interval=target)
     assert tight.search.interval <= target and len(tight.tiles) > len(loose.tiles)
-    with pytest.raises(MappingError, match="needs 616 tiles"):
+    with pytest.raises(MappingError, match=r"needs \d+ tiles; the budget is 304"):
         aieflow.compile(mlp, objective="resource", target_interval=loose.search.interval // 2)
     with pytest.raises(MappingError, match="at least"):
         aieflow.compile(mlp, max_tiles=20)

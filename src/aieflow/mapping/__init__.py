@@ -35,28 +35,15 @@ def map_design(graph: Graph, device: Device, batch: int, options: Options | None
     opts = search.options(graph, device, batch, options.layers)
     padded = next(iter(opts.values()))[0].cfg.batch
     budget = min(options.max_tiles or device.tiles, device.tiles)
-    bound = choice = _choose(graph, opts, budget, options)
-    for attempt in progress(range(1, MAX_ATTEMPTS + 1), None, "placing"):
-        boxes = place(graph, choice.configs, device, options.layers)
-        if boxes is None:
-            budget = choice.tiles - max(1, choice.tiles // 64)
-            try:
-                choice = _choose(graph, opts, budget, options)
-            except MappingError:
-                raise MappingError(f"the layers do not fit on {device.name}'s {device.columns} x {device.rows} "
-                                   "tiles in any configuration tried", hint="use a smaller batch or a larger device") from None
-            continue
-        try:
-            wiring = plan(graph, choice.configs, boxes, device, batch, padded, options.layers)
-        except Infeasible as e:
-            opts[e.op] = [o for o in opts[e.op] if o.cfg != choice.configs[e.op]]
-            if not opts[e.op]:
-                raise MappingError(f"no configuration can be wired: {e.reason}", node=e.op) from None
-            choice = _choose(graph, opts, budget, options)
-            continue
-        break
-    else:  # pragma: no cover - every attempt removes an option or lowers the budget
-        raise MappingError(f"no legal mapping found in {MAX_ATTEMPTS} attempts")
+    bound = _choose(graph, opts, budget, options)
+    try:
+        choice, boxes, wiring, attempt = _search_placement(graph, device, batch, padded, opts, budget, options,
+                                                           bound, reshape=False)
+    except MappingError:
+        # Lowering the budget cannot help when the objective fixes each op's tile count (a target interval)
+        # or identical layers need another shape to pack: then steer shapes instead.
+        choice, boxes, wiring, attempt = _search_placement(graph, device, batch, padded, opts, budget, options,
+                                                           bound, reshape=True)
 
     layers, tiles = [], []
     for op in graph.ops:
@@ -68,6 +55,50 @@ def map_design(graph: Graph, device: Device, batch: int, options: Options | None
                           choice.latency, attempt)
     return Design(device, graph, batch, tuple(layers), tuple(tiles), wiring.memtile_buffers, wiring.plios,
                   wiring.links, report)
+
+
+def _search_placement(graph: Graph, device: Device, batch: int, padded: int, opts: dict, budget: int,
+                      options: Options, choice: search.Choice, reshape: bool):
+    """Place and wire the search's choice; when placement finds no room, either lower the tile budget
+    (reshape=False) or rule out the failing shape, for every op that has it, and search again."""
+    opts = {n: list(o) for n, o in opts.items()}
+    live = opts
+    for attempt in progress(range(1, MAX_ATTEMPTS + 1), None, "placing"):
+        boxes, stuck = place(graph, choice.configs, device, options.layers)
+        if boxes is None:
+            try:
+                if not reshape:
+                    raise MappingError("lower the budget")
+                shape = _shape(choice.configs[stuck])
+                narrowed = {n: [o for o in live[n] if not (o.cfg == choice.configs[n] and _shape(o.cfg) == shape)]
+                            for n in live}
+                choice, live = _choose(graph, narrowed, budget, options), narrowed
+            except MappingError:
+                budget = choice.tiles - max(1, choice.tiles // 64)
+                live = opts
+                try:
+                    choice = _choose(graph, live, budget, options)
+                except MappingError:
+                    raise MappingError(f"the layers do not fit on {device.name}'s {device.columns} x {device.rows} "
+                                       "tiles in any configuration tried",
+                                       hint="use a smaller batch, fewer tiles per layer or a larger device") from None
+            continue
+        try:
+            wiring = plan(graph, choice.configs, boxes, device, batch, padded, options.layers)
+        except Infeasible as e:
+            # A configuration that cannot be wired is dropped for good, whatever the budget.
+            opts[e.op] = [o for o in opts[e.op] if o.cfg != choice.configs[e.op]]
+            live = {**live, e.op: [o for o in live[e.op] if o.cfg != choice.configs[e.op]]}
+            if not opts[e.op]:
+                raise MappingError(f"no configuration can be wired: {e.reason}", node=e.op) from None
+            choice = _choose(graph, live if live[e.op] else opts, budget, options)
+            continue
+        return choice, boxes, wiring, attempt
+    raise MappingError(f"no legal mapping found in {MAX_ATTEMPTS} attempts")  # pragma: no cover
+
+
+def _shape(cfg) -> tuple[int, int]:
+    return (cfg.cas_length, cfg.cas_num)
 
 
 def _choose(graph: Graph, opts: dict, budget: int, options: Options) -> search.Choice:

@@ -11,8 +11,8 @@ extended to graphs and to the array's edges:
   sum over its producers of |col - producer's east face| + LAMBDA * |row - producer's row|
   + MU * (row + height)                         (low rows are next to the memory tiles)
   + NU * |col - first PL column|               (only for ops fed by a graph input)
-The result is deterministic; it is None when some op finds no room, and the caller then asks the
-parallelism search for smaller configurations.
+The result is deterministic; when some op finds no room, place() names it, and the caller asks the
+parallelism search for another shape for it, or for smaller configurations.
 """
 
 from __future__ import annotations
@@ -65,8 +65,9 @@ class _Grid:
         self.kept_free.update(box.west())
 
 
-def place(graph: Graph, configs: dict, device: Device, layers: dict[str, Directive]) -> dict[str, Box] | None:
-    """A box per op (see the module docstring), or None when they do not all fit."""
+def place(graph: Graph, configs: dict, device: Device,
+          layers: dict[str, Directive]) -> tuple[dict[str, Box] | None, str | None]:
+    """A box per op (see the module docstring); or (None, the op that found no room)."""
     grid = _Grid(device)
     boxes: dict[str, Box] = {}
     producer_of = {t: op.name for op in graph.ops for t in op.outputs}
@@ -102,10 +103,10 @@ def place(graph: Graph, configs: dict, device: Device, layers: dict[str, Directi
                 if best is None or key < best[0]:
                     best = (key, box)
         if best is None:
-            return None
+            return None, op.name
         grid.take(best[1])
         boxes[op.name] = best[1]
-    return boxes
+    return boxes, None
 
 
 def _why(grid: _Grid, box: Box) -> str:

@@ -201,6 +201,20 @@ def kernel_finish(cfg: Config, acc: np.ndarray, bias: np.ndarray, shift: int, ou
     return y.reshape(cfg.batch // m, m, cfg.n_tile // n, n).transpose(0, 2, 1, 3).ravel()
 
 
+def loop_blocking(cfg: Config) -> tuple[int, int]:
+    """(row blocks, column blocks) of output a kernel computes together in its inner loop (register blocking).
+
+    One aie::mmul needs an M x K block of A and a K x N block of B; loading both for every mmul (96 bytes
+    at int8 4x8x8) outruns AIE-ML's two 256-bit loads a cycle. Computing a 2 x 2 group of output blocks
+    together loads 2 A and 2 B blocks per k step for 4 mmuls, which keeps the MACs busy. A group must tile
+    the kernel's blocks exactly, so a side whose block count is odd stays 1 wide. The emitted kernel takes
+    its blocking from here, and every stage of a chain walks its groups (and their blocks, row by row) in
+    the same order, which is the order of the partial sums on the cascade.
+    """
+    m, _, n = cfg.microtile
+    return (2 if (cfg.batch // m) % 2 == 0 else 1, 2 if (cfg.n_tile // n) % 2 == 0 else 1)
+
+
 def tile_buffers(cfg: Config, stage: int, device: Device) -> list[tuple[str, int]]:
     return cfg.tile_buffers(stage, device)
 
@@ -236,27 +250,54 @@ def emulate(layer, graph: Graph, inputs: dict[str, np.ndarray]) -> dict[str, np.
 
 
 def cycle_terms(cfg: Config, device: Device) -> dict[str, int]:
-    """What one kernel's cycles per graph iteration are made of.
+    """What the slowest kernel of the layer spends per graph iteration, term by term (catalog figures).
 
-    Compute adds up: one aie::mmul issued per cycle (the catalog's MAC rate is one native microtile a
-    cycle; a smaller microtile issues at the same rate and does less), a fixed cost per output block
-    (cascade word or SRS and store) and per call. Terms named "stream ..." are not added: the input arrives
-    over one 32-bit stream per kernel while the ping-pong buffers let compute run, so the kernel takes the
-    larger of its compute and its stream. The overheads are catalog estimates.
+    Compute terms add up:
+      mmul        (B/M) x (Nt/N) x (Kt/K) aie::mmul issues, each M x K x N MACs at the catalog's MACs per
+                  cycle (a shape above the native rate takes more than a cycle, one below wastes lanes)
+      load stall  cycles the loop waits on operands: each k step of a register-blocked group of output
+                  blocks (loop_blocking) loads its A and B blocks through the core's vector load ports
+      per block   each output block's hand-off: accumulator words over the cascade (in and/or out, by the
+                  kernel's place in the chain) or the SRS and store into the output, plus a fixed cost
+      per call    kernel entry, buffer locks and loop set-up
+    Terms named "stream ..." are not added: a kernel's input and output move over its 32-bit (AIE-ML) DMA
+    streams while the ping-pong buffers let compute run, so the kernel takes the largest of its compute
+    and its streams.
     """
     gen = device.generation
     m, k, n = cfg.microtile
-    blocks = (cfg.batch // m) * (cfg.n_tile // n)
+    rows, cols, steps = cfg.batch // m, cfg.n_tile // n, cfg.k_tile // k
+    group_rows, group_cols = loop_blocking(cfg)
+    load_bytes_per_cycle = gen.vector_loads_per_cycle * gen.vector_load_bits // 8
+    step_bytes = group_rows * m * k * _bytes(cfg.act_bits) + group_cols * k * n * cfg.weight_bits // 8
+    rate = gen.precisions[f"{cfg.act_bits}x{cfg.weight_bits}"].macs_per_cycle
+    per_issue = -(-m * k * n // rate)
+    step_cycles = max(group_rows * group_cols * per_issue, -(-step_bytes // load_bytes_per_cycle))
+    groups = (rows // group_rows) * (cols // group_cols)
+    issues = rows * cols * steps * per_issue
+    cascade_words = -(-m * n * cfg.acc_bits // gen.cascade_bits)
+    store = -(-m * n * cfg.out_bits // gen.vector_store_bits)
+    # The slowest kernel's hand-off per block: a lone kernel stores; the last of a chain reads the cascade
+    # and stores; a middle one reads and writes the cascade.
+    if cfg.cas_length == 1:
+        hand_off = store
+    elif cfg.cas_length == 2:
+        hand_off = cascade_words + store
+    else:
+        hand_off = max(2 * cascade_words, cascade_words + store)
+    stream_bytes = gen.core_stream_bits // 8
     return {
-        "mmul": blocks * (cfg.k_tile // k),
-        "per block": blocks * gen.block_overhead_cycles,
+        "mmul": issues,
+        "load stall": groups * steps * step_cycles - issues,
+        "per block": rows * cols * (hand_off + gen.block_overhead_cycles),
         "per call": gen.kernel_call_cycles,
-        "stream in": cfg.batch * cfg.k_tile * _bytes(cfg.act_bits) // gen.word_bytes,
+        "stream in": -(-cfg.batch * cfg.k_tile * _bytes(cfg.act_bits) // stream_bytes),
+        "stream out": -(-cfg.batch * cfg.n_tile * _bytes(cfg.out_bits) // stream_bytes),
     }
 
 
 def cycles(cfg: Config, device: Device) -> int:
-    """Cycles of one kernel per graph iteration: the larger of its compute and its input stream."""
+    """Cycles of the layer's slowest kernel per graph iteration: the larger of its compute and its streams."""
     terms = cycle_terms(cfg, device)
     compute = sum(v for t, v in terms.items() if not t.startswith("stream"))
     return max(compute, max((v for t, v in terms.items() if t.startswith("stream")), default=0))
@@ -269,6 +310,9 @@ def macs(op: Op, batch: int) -> int:
 
 
 def latency(cfg: Config, device: Device) -> int:
-    """One iteration through the layer: a kernel's cycles plus the cascade hand-offs down a chain."""
+    """One iteration through the layer: its input arrives, the kernels compute (the cascade adds a hop per
+    stage), and its output leaves."""
     gen = device.generation
-    return cycles(cfg, device) + (cfg.cas_length - 1) * gen.cascade_hop_cycles
+    terms = cycle_terms(cfg, device)
+    compute = sum(v for t, v in terms.items() if not t.startswith("stream"))
+    return terms["stream in"] + compute + (cfg.cas_length - 1) * gen.cascade_hop_cycles + terms["stream out"]
