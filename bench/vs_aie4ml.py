@@ -156,6 +156,34 @@ def main() -> None:
     print(f"ratio aie4ml/aieflow: wall {rows[1][2] / rows[0][2]:.1f}x, tiles {rows[1][4] / rows[0][4]:.2f}x")
     phases = ", ".join(f"{k} {v:.2f} s" for k, v in theirs["seconds"].items())
     print(f"aie4ml (Optimize={theirs['mode']}), last run in-process: {phases}")
+    predicted_side_by_side(model, batch, args.objective, theirs["parallelism"])
+
+
+def predicted_side_by_side(model: Path, batch: int, objective: str, parallelism: dict) -> None:
+    """Both tools' chosen configurations under aieflow's performance model (aie4ml keeps no cycle model).
+
+    aie4ml's per-layer choice (cas_num x cas_length, its default 4x8x8 int8 microtile) is compiled by
+    aieflow as directives, so placement and transport are aieflow's in both rows: the difference is the
+    configuration each search chose.
+    """
+    import aieflow
+    from aieflow.report.perf import predict
+
+    layers = {name.removesuffix("_aie"): {"cas_length": p["cas_length"], "cas_num": p["cas_num"], "microtile": [4, 8, 8]}
+              for name, p in parallelism.items()}
+    rows = []
+    for label, kwargs in (("aieflow", {"objective": objective}), ("aie4ml's choice", {"layers": layers})):
+        try:
+            p = predict(aieflow.compile(str(model), batch=batch, **kwargs))
+        except aieflow.AieflowError as e:
+            print(f"{label}: cannot be modelled ({e})")
+            return
+        rows.append((label, p))
+    print(f"\npredicted by aieflow's model ({rows[0][1].device}, batch {batch}):")
+    print(f"{'configuration':<16} {'tiles':>6} {'interval':>9} {'latency us':>11} {'samples/s':>12} {'TOPS':>7}")
+    for label, p in rows:
+        print(f"{label:<16} {p.tiles_used:>6} {p.interval_cycles:>9} {p.latency_us:>11.2f} {p.samples_per_s:>12.3g} {p.tops:>7.1f}")
+    print(f"throughput ratio aieflow / aie4ml's choice: {rows[0][1].samples_per_s / rows[1][1].samples_per_s:.2f}x")
 
 
 if __name__ == "__main__":
