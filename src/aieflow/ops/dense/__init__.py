@@ -257,8 +257,10 @@ def cycle_terms(cfg: Config, device: Device) -> dict[str, int]:
                   cycle (a shape above the native rate takes more than a cycle, one below wastes lanes)
       load stall  cycles the loop waits on operands: each k step of a register-blocked group of output
                   blocks (loop_blocking) loads its A and B blocks through the core's vector load ports
-      per block   each output block's hand-off: accumulator words over the cascade (in and/or out, by the
-                  kernel's place in the chain) or the SRS and store into the output, plus a fixed cost
+      per block   each output block's fixed cost (the loop's prologue), plus whatever of its hand-off
+                  (accumulator words over the cascade in and/or out, by the kernel's place in the chain, or
+                  the SRS and store) does not fit under the next block's MACs: the hand-off uses the
+                  move and store slots, which a software-pipelined loop issues beside the vector MACs
       per call    kernel entry, buffer locks and loop set-up
     Terms named "stream ..." are not added: a kernel's input and output move over its 32-bit (AIE-ML) DMA
     streams while the ping-pong buffers let compute run, so the kernel takes the largest of its compute
@@ -285,11 +287,12 @@ def cycle_terms(cfg: Config, device: Device) -> dict[str, int]:
         hand_off = cascade_words + store
     else:
         hand_off = max(2 * cascade_words, cascade_words + store)
+    loop_per_block = steps * step_cycles // (group_rows * group_cols)
     stream_bytes = gen.core_stream_bits // 8
     return {
         "mmul": issues,
         "load stall": groups * steps * step_cycles - issues,
-        "per block": rows * cols * (hand_off + gen.block_overhead_cycles),
+        "per block": rows * cols * (gen.block_overhead_cycles + max(0, hand_off - loop_per_block)),
         "per call": gen.kernel_call_cycles,
         "stream in": -(-cfg.batch * cfg.k_tile * _bytes(cfg.act_bits) // stream_bytes),
         "stream out": -(-cfg.batch * cfg.n_tile * _bytes(cfg.out_bits) // stream_bytes),
