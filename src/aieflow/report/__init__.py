@@ -31,6 +31,12 @@ def human_summary(design: Design, output: Path | None = None, console: Console |
         t.add_row(l["name"], l["op"], f"{l['in_features']} x {l['out_features']}", "x".join(map(str, l["microtile"])),
                   str(l["cas_length"]), str(l["cas_num"]), str(l["tiles"]), str(l["col"]), str(l["row"]))
     c.print(t)
+    from .perf import predict
+
+    p = predict(design)
+    c.print(f"predicted: {p.interval_cycles:,} cycles per iteration, latency {p.latency_us:.2f} us, "
+            f"{p.samples_per_s:,.0f} samples/s, {p.tops:.1f} TOPS ({p.peak_fraction:.0%} of peak); "
+            f"bottleneck {p.bottleneck} ({p.bottleneck_term}) - `aieflow report` explains each number")
 
 
 def devices_table(console: Console | None = None) -> None:
