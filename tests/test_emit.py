@@ -5,7 +5,8 @@ byte-identical; the graph pins each kernel to the design's tile and chains its c
 headers hold exactly the packed integers; the golden output is the emulator's output on the sample input;
 a failed write leaves nothing behind. The C++ is compiled with g++ against a small stub of ADF and the AIE
 API written below: the graph and the kernels must parse, and the kernels, run on the host with the stub's
-reference semantics, must produce what the emulator's kernel functions produce.
+reference semantics, must produce what the emulator's kernel functions produce, with as many vector loads
+as their register blocking (dense.loop_blocking) says.
 """
 
 from __future__ import annotations
@@ -501,8 +502,11 @@ struct vector {
         return *this;
     }
 };
+// Vector loads so far: instrumentation only (the test checks the kernels' register blocking with it).
+inline unsigned long long& load_count() { static unsigned long long n = 0; return n; }
 template <unsigned N, typename T> vector<std::remove_const_t<T>, N> load_v(const T* p)
 {
+    ++load_count();
     vector<std::remove_const_t<T>, N> v;
     for (unsigned i = 0; i < N; ++i) v.e[i] = p[i];
     return v;
@@ -716,7 +720,9 @@ def _driver(layer) -> str:
             lines += [f"        {cin} {cout}".rstrip()]
             args = {"single": f"in{s}, ob", "first": f"in{s}, &co{s}", "middle": f"in{s}, &ci{s}, &co{s}",
                     "last": f"in{s}, &ci{s}, ob"}[role]
-            lines.append(f"        k{s}.run({args});")
+            lines += ["        aie::load_count() = 0;",
+                      f"        k{s}.run({args});",
+                      f"        std::fprintf(stderr, \"loads {ns} {c} {s} %llu\\n\", aie::load_count());"]
         lines.append("        for (auto v : y) std::fprintf(out, \"%lld\\n\", (long long)v);")
         lines.append("    }")
     lines.append("}")
@@ -757,6 +763,21 @@ def _run_kernels_on_host(design, stub: Path, tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     got = np.array([int(v) for v in run.stdout.split()])
     np.testing.assert_array_equal(got, np.concatenate(expected))
+    # The register blocking is real: every kernel loads exactly the vectors its blocking says it does.
+    found = re.findall(r"^loads (\w+) (\d+) (\d+) (\d+)$", run.stderr, re.M)
+    loads = {(ns, int(c), int(s)): int(n) for ns, c, s, n in found}
+    assert loads == {(emit.c_identifier(layer.op.name), c, s): _expected_loads(layer.config, s)
+                     for layer in design.layers for c in range(layer.config.cas_num)
+                     for s in range(layer.config.cas_length)}
+
+
+def _expected_loads(cfg, stage: int) -> int:
+    """Vector loads of one kernel call: per group of output blocks and k step, one per A and one per B block
+    of the group; in the last stage of a chain also one bias load per column of blocks of each group."""
+    m, k, n = cfg.microtile
+    rows, cols = dense.loop_blocking(cfg)
+    groups = (cfg.batch // m // rows) * (cfg.n_tile // n // cols)
+    return groups * (cfg.k_tile // k) * (rows + cols) + (groups * cols if stage == cfg.cas_length - 1 else 0)
 
 
 def _with_shift(design, index: int, shift: int):
@@ -779,18 +800,127 @@ def _with_big_bias(design, shift: int, magnitude: int, seed: int = 3):
     return dataclasses.replace(design, layers=tuple(layers))
 
 
+# Designs whose layers cover every register blocking of the kernel loop (2 x 2, 1 x 2, 2 x 1, 1 x 1) with
+# cascades of 1, 2 and 3 stages, with one and several chains, on a 32-bit accumulator (int8) and a 64-bit
+# one (int16). Each layer is (microtile, cas_length, cas_num); the widths were picked so that every
+# directive is legal and most layers pad their features. The blocking follows the parity of the batch's row
+# blocks (B/M) and of a kernel's column blocks (Nt/N); with int8 a batch of 12 gives 6 row blocks at M = 2
+# and 3 at M = 4, with int16 (only 4x4x4) the batch decides: 16 gives 4 row blocks, 12 gives 3.
+_BLOCKING_INT8 = (
+    (70, 15, 23, 31, 23, 23, 31, 23, 31, 15, 23, 24, 15),
+    [((4, 16, 4), 3, 2), ((4, 8, 8), 2, 1), ((2, 8, 8), 3, 1), ((4, 8, 8), 1, 3), ((4, 8, 4), 3, 2),
+     ((4, 8, 8), 2, 2), ((2, 16, 8), 1, 1), ((4, 16, 8), 1, 1), ((2, 16, 8), 2, 1), ((2, 8, 8), 2, 1),
+     ((2, 8, 8), 1, 2), ((2, 8, 8), 3, 2)],
+)
+_BLOCKING_INT16 = (
+    (50, 7, 7, 31, 7, 23, 11),
+    [((4, 4, 4), 2, 2), ((4, 4, 4), 1, 1), ((4, 4, 4), 2, 2), ((4, 4, 4), 3, 1), ((4, 4, 4), 1, 2), ((4, 4, 4), 3, 1)],
+)
+
+
+def _blocking_design(spec, bits: int, batch: int, seed: int):
+    widths, layers = spec
+    relu = [i % 3 != 2 for i in range(len(layers))]  # ReLU on most layers, not all
+    model = qdq_mlp(list(widths), act_bits=bits, weight_bits=bits, relu=relu, seed=seed)
+    directives = {f"fc{i}_gemm_Gemm": {"microtile": list(mt), "cas_length": n_len, "cas_num": n_num}
+                  for i, (mt, n_len, n_num) in enumerate(layers)}
+    return aieflow.compile(model, device="ve2802", batch=batch, layers=directives)
+
+
+@pytest.fixture(scope="module")
+def blocked():
+    """The blocking designs: int8 at batch 12, int16 at batch 16 (even row blocks) and 12 (odd)."""
+    return {"acc32": _blocking_design(_BLOCKING_INT8, 8, 12, seed=4),
+            "acc64_even": _blocking_design(_BLOCKING_INT16, 16, 16, seed=5),
+            "acc64_odd": _blocking_design(_BLOCKING_INT16, 16, 12, seed=6)}
+
+
+def test_loop_blocking_pairs_blocks_where_they_pair():
+    def cfg(batch, m, n_tile, n):
+        return dense.Config(64, 64, batch, (m, 8, n), 1, 1, 64, n_tile, 8, 8, 8, 32)
+
+    assert dense.loop_blocking(cfg(8, 4, 32, 8)) == (2, 2)  # 2 row blocks, 4 column blocks
+    assert dense.loop_blocking(cfg(12, 4, 16, 8)) == (1, 2)  # 3 row blocks
+    assert dense.loop_blocking(cfg(12, 2, 24, 8)) == (2, 1)  # 3 column blocks
+    assert dense.loop_blocking(cfg(4, 4, 8, 8)) == (1, 1)  # one block
+    assert dense.loop_blocking(cfg(20, 4, 40, 4)) == (1, 2)  # 5 row blocks, 10 column blocks
+
+
+def test_blocking_designs_cover_every_blocking_and_cascade(blocked):
+    for name, design in blocked.items():
+        covered = {(dense.loop_blocking(l.config), l.config.cas_length) for l in design.layers}
+        rows = {2} if name == "acc64_even" else {1} if name == "acc64_odd" else {1, 2}
+        assert covered == {((r, c), n) for r in rows for c in (1, 2) for n in (1, 2, 3)}, name
+        assert {l.config.acc_bits for l in design.layers} == {32 if name == "acc32" else 64}
+        assert any(l.config.cas_num > 1 for l in design.layers)
+        # the blocking of the layer struct is loop_blocking's
+        files = emit.render_project(design)
+        for layer in design.layers:
+            text = files[f"src/kernels/{emit.c_identifier(layer.op.name)}.h"]
+            rows_, cols_ = dense.loop_blocking(layer.config)
+            assert f"ROW_GROUP = {rows_};" in text and f"COL_GROUP = {cols_};" in text
+
+
+def _with_layer_numerics(design, shifts: list[int | None], offset: int = 0):
+    """Layer i's output rounded by mode (i + offset) of all ten and saturated by mode (i + offset) of the
+    three, so one design meets every mode; its shift replaced by shifts[i] unless that is None. Shifts are
+    picked so that small ones (many ties) and negative ones meet saturation none (wrap), which keeps
+    the outputs varied rather than all saturated."""
+    roundings, saturations = list(Rounding), list(Saturation)
+    graph = design.graph
+    tensors = dict(graph.tensors)
+    layers = []
+    for i, (layer, shift) in enumerate(zip(design.layers, shifts, strict=True)):
+        name = layer.op.outputs[0]
+        mode = {"rounding": roundings[(i + offset) % len(roundings)],
+                "saturation": saturations[(i + offset) % len(saturations)]}
+        tensors[name] = dataclasses.replace(tensors[name], type=dataclasses.replace(tensors[name].type, **mode))
+        if shift is not None:
+            op = dataclasses.replace(layer.op, attrs={**layer.op.attrs, "shift": shift})
+            layer = dataclasses.replace(layer, op=op)
+        layers.append(layer)
+    return dataclasses.replace(design, graph=dataclasses.replace(graph, tensors=tensors), layers=tuple(layers))
+
+
+_HOST_CASES = {
+    # cascades of 2 stages x 4 chains and a single kernel, 16-bit data, a 64-bit accumulator (all 1 x 1)
+    "cascaded": lambda get: get("cascaded"),
+    # the same with a bias beyond 32 bits, which then decides the output
+    "cascaded-big-bias": lambda get: _with_big_bias(get("cascaded"), shift=30, magnitude=1 << 44),
+    # a negative shift (-2), then a positive one; rounding and saturation of every kind
+    "left-shift": lambda get: get("left_shift"),
+    "left-shift-floor-wrap": lambda get: _with_modes(_with_shift(get("left_shift"), 0, -5),
+                                                     Rounding.FLOOR, Saturation.NONE),
+    "left-shift-sym": lambda get: _with_modes(_with_shift(get("left_shift"), 0, -5),
+                                              Rounding.SYMMETRIC_INF, Saturation.SYMMETRIC),
+    "left-shift-far": lambda get: _with_modes(_with_shift(get("left_shift"), 0, -20),
+                                              Rounding.POSITIVE_INF, Saturation.SATURATE),
+    # every blocking with cascades of 1, 2 and 3 stages, on both accumulators: first with the model's own
+    # numbers (conv_even, saturate, positive shifts), then with every rounding and saturation mode and
+    # negative shifts mixed in, then (64-bit) with a bias wider than 32 bits that decides the output
+    "blocking-acc32": lambda get: get("blocked")["acc32"],
+    "blocking-acc32-modes": lambda get: _with_layer_numerics(
+        get("blocked")["acc32"], [2, None, None, -3, None, None, 1, -20, None, -1, -7, None]),
+    "blocking-acc32-modes-2": lambda get: _with_layer_numerics(
+        get("blocked")["acc32"], [None, -2, None, -9, 1, None, None, 3, None, None, -1, None], offset=5),
+    "blocking-acc64-even": lambda get: get("blocked")["acc64_even"],
+    "blocking-acc64-even-modes": lambda get: _with_layer_numerics(
+        get("blocked")["acc64_even"], [1, None, -2, -5, None, 2]),
+    "blocking-acc64-even-big-bias": lambda get: _with_big_bias(get("blocked")["acc64_even"], shift=30,
+                                                               magnitude=1 << 44),
+    "blocking-acc64-odd": lambda get: get("blocked")["acc64_odd"],
+    "blocking-acc64-odd-modes": lambda get: _with_layer_numerics(
+        get("blocked")["acc64_odd"], [-1, None, -16, None, 2, -4], offset=6),
+    "blocking-acc64-odd-big-bias": lambda get: _with_big_bias(get("blocked")["acc64_odd"], shift=33,
+                                                              magnitude=1 << 46, seed=4),
+    # sums beyond 32 bits shifted left: read as int32 they wrap, the upshift keeps the low bits
+    "blocking-acc64-odd-big-bias-left": lambda get: _with_modes(
+        _with_big_bias(get("blocked")["acc64_odd"], shift=-3, magnitude=1 << 40), Rounding.FLOOR, Saturation.NONE),
+}
+
+
 @pytest.mark.skipif(GXX is None, reason="needs g++")
-def test_kernels_on_the_host_match_the_emulator(cascaded, left_shift, stub, tmp_path):
-    designs = [
-        # cascades of 4 x 2 chains, 16-bit data, a 64-bit accumulator
-        cascaded,
-        # the same with a bias beyond 32 bits, which then decides the output
-        _with_big_bias(cascaded, shift=30, magnitude=1 << 44),
-        # a negative shift (-2), then a positive one; rounding and saturation of every kind
-        left_shift,
-        _with_modes(_with_shift(left_shift, 0, -5), Rounding.FLOOR, Saturation.NONE),
-        _with_modes(_with_shift(left_shift, 0, -5), Rounding.SYMMETRIC_INF, Saturation.SYMMETRIC),
-        _with_modes(_with_shift(left_shift, 0, -20), Rounding.POSITIVE_INF, Saturation.SATURATE),
-    ]
-    for i, design in enumerate(designs):
-        _run_kernels_on_host(design, stub, tmp_path / str(i))
+@pytest.mark.parametrize("case", list(_HOST_CASES))
+def test_kernels_on_the_host_match_the_emulator(case, request, stub, tmp_path):
+    design = _HOST_CASES[case](request.getfixturevalue)
+    _run_kernels_on_host(design, stub, tmp_path)

@@ -16,6 +16,7 @@ import numpy as np
 
 from ...errors import DesignError
 from ...numerics import FixedType
+from . import loop_blocking
 
 # The runtime ratio tells the mapper how much of a core a kernel needs; every kernel has a tile of its own
 # (the placement says which), so any value below 1 keeps the mapper from packing two on one core.
@@ -95,6 +96,8 @@ def _layer_context(design, layer, ns: str) -> dict:
     shift = int(layer.op.attrs["shift"])
     roles = sorted({role(s, cfg.cas_length) for s in range(cfg.cas_length)},
                    key=("single", "first", "middle", "last").index)
+    # The register blocking of the kernel loop, from the one place the rest of aieflow reads it too.
+    row_group, col_group = loop_blocking(cfg)
     return {
         "ns": ns,
         "name": layer.op.name,
@@ -108,6 +111,7 @@ def _layer_context(design, layer, ns: str) -> dict:
         "relu": bool(layer.op.attrs.get("relu", False)),
         "out_type": y.describe(),
         "roles": roles,
+        "row_group": row_group, "col_group": col_group,
     }
 
 
