@@ -15,6 +15,7 @@ import jinja2
 import numpy as np
 
 from ...errors import DesignError
+from ...report.progress import progress
 from ...numerics import FixedType
 from . import loop_blocking
 
@@ -154,7 +155,7 @@ def _params_context(design, layer, ns: str) -> dict:
 def sources(design, layers: list[tuple[object, str]]) -> dict[str, str]:
     """Kernel and parameter files of the dense layers `layers` ((Layer, C identifier) pairs)."""
     files = {"src/kernels/dense.h": _ENV.get_template("dense.h.j2").render()}
-    for layer, ns in layers:
+    for layer, ns in progress(layers, description="weight headers"):
         ctx = _layer_context(design, layer, ns)
         files[f"src/kernels/{ns}.h"] = _ENV.get_template("layer.h.j2").render(**ctx)
         files[f"src/kernels/{ns}.cpp"] = _ENV.get_template("layer.cpp.j2").render(**ctx)
