@@ -26,11 +26,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import jinja2
 import numpy as np
 
 from ..design import Design, MemtileBuffer
 from ..errors import DesignError
+from ..templating import environment
 
 # The simulators' sample input: drawn from this seed, so every write of a design gives the same files.
 SAMPLE_SEED = 0
@@ -41,14 +41,7 @@ MIN_ITERATIONS = 4
 GRAPH_CLASS = "aieflow_graph"
 GRAPH_INSTANCE = "aieflow_top"
 
-_ENV = jinja2.Environment(
-    loader=jinja2.PackageLoader("aieflow", "emit/templates"),
-    undefined=jinja2.StrictUndefined,
-    keep_trailing_newline=True,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    autoescape=False,
-)
+_ENV = environment("emit/templates")
 
 _CPP_KEYWORDS = frozenset("""
 alignas alignof and and_eq asm auto bitand bitor bool break case catch char char8_t char16_t char32_t class

@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import jinja2
+
+from ..templating import environment
 from markupsafe import Markup
 from rich.console import Console
 from rich.table import Table
@@ -34,14 +36,7 @@ from .plot import placement_text, plot_design, short_names
 
 FILES = ("report.json", "report.md", "report.html")
 
-_ENV = jinja2.Environment(
-    loader=jinja2.PackageLoader("aieflow", "report/templates"),
-    undefined=jinja2.StrictUndefined,
-    keep_trailing_newline=True,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    autoescape=jinja2.select_autoescape(["html.j2", "svg.j2"]),  # report.md.j2 is not escaped
-)
+_ENV = environment("report/templates", jinja2.select_autoescape(["html.j2", "svg.j2"]))  # report.md.j2 is not escaped
 
 # Colours of the cycle terms in the chart, in order of first appearance (Tableau 10, minus the red that
 # marks the interval line).

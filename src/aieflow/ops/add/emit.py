@@ -8,22 +8,14 @@ parameters, so there are no parameter headers: everything a kernel computes with
 
 from __future__ import annotations
 
-import jinja2
-
 from ...errors import DesignError
+from ...templating import environment
 from ..dense.emit import Fragment, left_upshift
 
 # As for dense: every kernel has a tile of its own, and a ratio below 1 keeps the mapper from packing two.
 RUNTIME_RATIO = 0.9
 
-_ENV = jinja2.Environment(
-    loader=jinja2.PackageLoader("aieflow", "ops/add/templates"),
-    undefined=jinja2.StrictUndefined,
-    keep_trailing_newline=True,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    autoescape=False,
-)
+_ENV = environment("ops/add/templates")
 
 # The shared kernel header; named after its namespace, which the project writer keeps out of layer names.
 SHARED_HEADER = "aieflow_add.h"

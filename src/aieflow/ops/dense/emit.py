@@ -11,26 +11,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import jinja2
 import numpy as np
 
 from ...errors import DesignError
-from ...report.progress import progress
 from ...numerics import FixedType
+from ...report.progress import progress
+from ...templating import environment
 from . import loop_blocking
 
 # The runtime ratio tells the mapper how much of a core a kernel needs; every kernel has a tile of its own
 # (the placement says which), so any value below 1 keeps the mapper from packing two on one core.
 RUNTIME_RATIO = 0.9
 
-_ENV = jinja2.Environment(
-    loader=jinja2.PackageLoader("aieflow", "ops/dense/templates"),
-    undefined=jinja2.StrictUndefined,
-    keep_trailing_newline=True,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    autoescape=False,
-)
+_ENV = environment("ops/dense/templates")
 
 # Values per line in the parameter headers: short enough to read and diff.
 _VALUES_PER_LINE = 16
