@@ -17,9 +17,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
+# Every benchmark, each printing ratios against a peer measured in the same run (aie4ml last: ~5 min).
+bench: $(STAMP) .venv-aie4ml/bin/python
 	$(BIN)/python bench/compile_speed.py
 	$(BIN)/python bench/layer_scaling.py
+	$(BIN)/python bench/emulator_speed.py
+	$(BIN)/python bench/compile_scaling.py
+	$(BIN)/python bench/vs_aie4ml.py
 
 # The published reference, in a venv of its own; about 5 minutes, almost all of it aie4ml's search.
 .venv-aie4ml/bin/python:

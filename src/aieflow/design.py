@@ -143,14 +143,26 @@ class Design:
     def kernels_of(self, layer: str) -> list[KernelTile]:
         return [t for t in self.tiles if t.layer == layer]
 
-    def simulate(self, x: np.ndarray, raw: bool = False) -> np.ndarray:
+    def simulate(self, x: np.ndarray, raw: bool = False, fast: bool | None = None) -> np.ndarray:
         """Run the design on inputs; floats are quantized like the model's input, integers taken as raw.
 
-        Returns dequantized floats, or the output integers with `raw=True`.
+        Returns dequantized floats, or the output integers with `raw=True`. fast=None takes the whole-batch
+        fast emulator (simulate/fast.py) for more than 4 graph iterations of samples, and the structural
+        emulator otherwise or when the fast one does not know an op; True/False force one or the other.
+        The structural emulator is the reference; the fast one is tested equal to it bit for bit.
         """
-        from .simulate.emulator import run
+        from .simulate import emulator
+        from .simulate import fast as fast_path
 
-        return run(self, x, raw=raw)
+        if fast is None:
+            samples = np.shape(x)[0] if np.ndim(x) == 2 else 1
+            if samples > self.batch * 4:
+                try:
+                    return fast_path.run(self, x, raw=raw)
+                except NotImplementedError:
+                    pass  # an op the fast path does not know: the structural emulator runs every design
+            return emulator.run(self, x, raw=raw)
+        return fast_path.run(self, x, raw=raw) if fast else emulator.run(self, x, raw=raw)
 
     def write(self, path: str | Path) -> Path:
         """Write the Vitis project (with design.json) to `path`, replacing what was there only on success."""
