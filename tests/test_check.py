@@ -45,7 +45,6 @@ def _first(d, layer_index=0, stage=None):
 
 def _cases(d):
     t0 = d.tiles[0]
-    last_stage = next(i for i, t in enumerate(d.tiles) if t.stage == d.layers[0].config.cas_length - 1)
     other = next(i for i, t in enumerate(d.tiles) if t.layer != t0.layer)
     layer0 = d.layers[0]
     reader_buf = next(i for i, b in enumerate(d.memtile_buffers) if b.readers and "_c" in b.readers[0].peers[0])
@@ -73,7 +72,7 @@ def _cases(d):
     yield "memtile out of rows", _buffer(d, 0, row=9), "outside the memory-tile rows"
     yield "memtile capacity", _buffer(d, 0, offset=d.device.generation.memtile_bytes - 8), "spans bytes"
     yield "memtile alignment", _buffer(d, 0, offset=2), "not on a"
-    b0, b1 = d.memtile_buffers[0], d.memtile_buffers[1]
+    b0 = d.memtile_buffers[0]
     yield "memtile overlap", _buffer(d, 1, col=b0.col, row=b0.row, offset=b0.offset), "overlap"
     yield "memtile channels", _gen(d, memtile_mm2s=1), "MM2S channels"
     yield "memtile descriptors", _gen(d, memtile_bds=2), "buffer descriptors"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 
-import numpy as np
 import pytest
 
 import aieflow

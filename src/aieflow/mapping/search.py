@@ -19,7 +19,7 @@ from ..devices import Device
 from ..errors import MappingError
 from ..ir import Graph
 from ..ops import family
-from .directives import Directive, Options
+from .directives import Directive
 
 
 @dataclass(frozen=True)

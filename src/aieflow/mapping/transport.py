@@ -95,7 +95,6 @@ def _overlaps(a: Slice, lo: int, hi: int) -> bool:
 def plan(graph: Graph, configs: dict, boxes: dict[str, Box], device: Device, batch: int, padded: int,
          layers: dict[str, Directive]) -> Plan:
     gen = device.generation
-    ops = {op.name: op for op in graph.ops}
     producer = {t: op for op in graph.ops for t in op.outputs}
     tiles = _Memtiles(device)
     buffers: list[MemtileBuffer] = []

@@ -118,7 +118,7 @@ def unpack_dense_weights(layer) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _dense_plan(layer, graph) -> DensePlan:
-    op, cfg = layer.op, layer.config
+    op = layer.op
     x_t = graph.tensors[op.inputs[0]]
     y_t = graph.tensors[op.outputs[0]]
     w, b = unpack_dense_weights(layer)

@@ -18,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 
 from ...devices import Device, get_device
-from ...errors import MappingError, NumericsError
+from ...errors import NumericsError
 from ...ir import Graph, Op
 from ...numerics import FixedType, accumulator_bound, srs
 from ..base import Slice, bank_assignment, kernel_id
