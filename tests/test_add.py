@@ -1,6 +1,6 @@
 """The add family (residual joins): its arithmetic against plain integers in every rounding and saturation
 mode, its configurations, the ONNX rule, random residual graphs bit for bit against onnxruntime, and its
-C++ (parsed by g++ and run on the host against the stub of tests/test_emit.py)."""
+C++ (parsed by g++ and run on the host against the host headers of aieflow.host)."""
 
 from __future__ import annotations
 
@@ -18,13 +18,14 @@ from aieflow.errors import ModelError, NumericsError
 from aieflow.examples import run_onnxruntime, sample_inputs
 from aieflow.examples_graphs import MAX_FRAC_GAP, qdq_graph
 from aieflow.frontends import onnx_add_rule, onnx_qdq
+from aieflow.host import include_dir
 from aieflow.ir import Graph, Op, Tensor
 from aieflow.mapping import check
 from aieflow.numerics import FixedType, Rounding, Saturation
 from aieflow.ops import add, family
 from aieflow.ops.base import kernel_id, port
 from test_dense import _reference_round
-from test_emit import _STUB_ADF, _STUB_AIE, _STUB_AIE_ADF, GXX, _gxx
+from test_emit import GXX, _gxx
 
 MODES = [(r, s) for r in Rounding for s in Saturation]
 VE2802 = get_device("ve2802")
@@ -254,13 +255,9 @@ def test_a_residual_design_round_trips_and_passes_the_checker(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def stub(tmp_path_factory):
-    root = tmp_path_factory.mktemp("stub")
-    (root / "aie_api").mkdir()
-    (root / "adf.h").write_text(_STUB_ADF)
-    (root / "aie_api/aie.hpp").write_text(_STUB_AIE)
-    (root / "aie_api/aie_adf.hpp").write_text(_STUB_AIE_ADF)
-    return root
+def stub():
+    """The packaged host headers (aieflow.host): ADF and the AIE API for g++."""
+    return include_dir()
 
 
 def _driver(design, rng) -> tuple[str, str, np.ndarray]:

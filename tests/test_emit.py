@@ -3,8 +3,8 @@
 No AMD tool runs here. What can be checked without one is checked: every file is there; two writes are
 byte-identical; the graph pins each kernel to the design's tile and chains its cascades; the parameter
 headers hold exactly the packed integers; the golden output is the emulator's output on the sample input;
-a failed write leaves nothing behind. The C++ is compiled with g++ against a small stub of ADF and the AIE
-API written below: the graph and the kernels must parse, and the kernels, run on the host with the stub's
+a failed write leaves nothing behind. The C++ is compiled with g++ against aieflow's host model of ADF
+and the AIE API (aieflow.host's headers): the graph and the kernels must parse, and the kernels, run on the host with its
 reference semantics, must produce what the emulator's kernel functions produce, with as many vector loads
 as their register blocking (dense.loop_blocking) says.
 """
@@ -25,6 +25,7 @@ import aieflow.emit as emit
 from aieflow.examples import jet_tagger, qdq_mlp
 from aieflow.numerics import FixedType, Rounding, Saturation, saturate, srs
 from aieflow.ops import dense
+from aieflow.host import include_dir
 from aieflow.ops.dense.emit import left_upshift
 
 GXX = shutil.which("g++")
@@ -382,299 +383,10 @@ def test_left_shift_equals_srs(saturation, bits, signed, acc_bits):
 
 # --- the C++ -----------------------------------------------------------------------------------------------
 
-_STUB_ADF = r"""
-// Test stub: just enough of ADF for the generated graph to parse, and for the kernels to run on the host.
-#pragma once
-#include <array>
-#include <cstdint>
-#include <deque>
-#include <initializer_list>
-#include <vector>
-
-using int8 = std::int8_t;
-using uint8 = std::uint8_t;
-using int16 = std::int16_t;
-using uint16 = std::uint16_t;
-using int32 = std::int32_t;
-using uint32 = std::uint32_t;
-using int64 = std::int64_t;
-using uint64 = std::uint64_t;
-struct acc32 { static constexpr int bits = 32; };
-struct acc64 { static constexpr int bits = 64; };
-
-// A cascade link on the host: a queue of 512-bit words, each kept as its accumulator lanes.
-using cascade_words = std::deque<std::vector<std::int64_t>>;
-template <typename Tag> struct input_cascade { cascade_words* words; };
-template <typename Tag> struct output_cascade { cascade_words* words; };
-
-#define REGISTER_FUNCTION(f) ((void)&f)
-#define REGISTER_PARAMETER(p) ((void)sizeof(p))
-
-namespace adf {
-template <typename T> struct input_buffer { T* ptr; T* data() { return ptr; } };
-template <typename T> struct output_buffer { T* ptr; T* data() { return ptr; } };
-
-struct port {};
-struct location_constraint {};
-location_constraint tile(int col, int row);
-location_constraint bank(int col, int row, int id);
-location_constraint address(int col, int row, int offset);
-struct location_ref {
-    location_ref& operator=(const location_constraint&);
-    location_ref& operator=(std::initializer_list<location_constraint>);
-};
-struct kernel {
-    port in[8], out[8], param[8];
-    template <class C, class... Args> static kernel create_object(Args&&...);
-};
-struct buffer {};
-struct stack {};
-struct parameter {};
-struct ratio {};
-template <typename Kind> location_ref location(kernel&);
-template <typename Kind> location_ref location(port&);
-template <typename Kind, typename B> location_ref location(B&);
-struct dims_ref { dims_ref& operator=(std::initializer_list<unsigned>); };
-dims_ref dimensions(port&);
-struct source_ref { source_ref& operator=(const char*); };
-source_ref source(kernel&);
-struct runtime_ref { runtime_ref& operator=(double); };
-template <typename Kind> runtime_ref runtime(kernel&);
-enum plio_type { plio_32_bits, plio_64_bits, plio_128_bits };
-struct input_plio { port out[1]; static input_plio create(const char*, plio_type, const char*); };
-struct output_plio { port in[1]; static output_plio create(const char*, plio_type, const char*); };
-template <typename T> struct shared_buffer {
-    port in[16], out[16];
-    static shared_buffer create(std::initializer_list<unsigned>, unsigned, unsigned);
-};
-// The fields of UG1603's tiling_parameters in their order, so the designated initializers are checked.
-struct traversing_parameters { int dimension; int stride; int wrap; };
-struct tiling_parameters {
-    std::vector<std::uint32_t> buffer_dimension;
-    std::vector<std::uint32_t> tiling_dimension;
-    std::vector<std::int32_t> offset;
-    std::vector<traversing_parameters> tile_traversal;
-    int packet_port_id = -1;
-    std::uint32_t repetition = 1;
-    std::uint32_t phase = 0;
-    std::vector<std::uint32_t> boundary_dimension;
-};
-struct access_pattern {};
-access_pattern tiling(tiling_parameters);
-struct access_ref { access_ref& operator=(const access_pattern&); };
-access_ref write_access(port&);
-access_ref read_access(port&);
-void connect(port&, port&);
-class graph {
-public:
-    void init() {}
-    void run(int) {}
-    void end() {}
-};
-} // namespace adf
-"""
-
-_STUB_AIE = r"""
-// Test stub of the AIE API: the operations the generated kernels use, with the semantics UG1529 gives them
-// (SRS by the current rounding and saturation modes, upshift, matrix multiply of row-major blocks).
-#pragma once
-#include <adf.h>
-#include <array>
-#include <cstdint>
-#include <limits>
-#include <type_traits>
-
-namespace aie {
-enum class rounding_mode { floor, ceil, symmetric_floor, symmetric_ceil, negative_inf, positive_inf,
-                           symmetric_zero, symmetric_inf, conv_even, conv_odd };
-enum class saturation_mode { none, saturate, symmetric };
-inline rounding_mode& current_rounding() { static rounding_mode m = rounding_mode::floor; return m; }
-inline saturation_mode& current_saturation() { static saturation_mode m = saturation_mode::none; return m; }
-inline void set_rounding(rounding_mode m) { current_rounding() = m; }
-inline void set_saturation(saturation_mode m) { current_saturation() = m; }
-
-template <typename T, unsigned N>
-struct vector {
-    std::array<T, N> e{};
-    template <unsigned M> vector& insert(unsigned idx, const vector<T, M>& v)
-    {
-        for (unsigned i = 0; i < M; ++i) e[idx * M + i] = v.e[i];
-        return *this;
-    }
-};
-// Vector loads so far: instrumentation only (the test checks the kernels' register blocking with it).
-inline unsigned long long& load_count() { static unsigned long long n = 0; return n; }
-template <unsigned N, typename T> vector<std::remove_const_t<T>, N> load_v(const T* p)
-{
-    ++load_count();
-    vector<std::remove_const_t<T>, N> v;
-    for (unsigned i = 0; i < N; ++i) v.e[i] = p[i];
-    return v;
-}
-template <typename T, unsigned N> void store_v(T* p, const vector<T, N>& v)
-{
-    for (unsigned i = 0; i < N; ++i) p[i] = v.e[i];
-}
-template <typename T, unsigned N> vector<T, 2 * N> concat(const vector<T, N>& a, const vector<T, N>& b)
-{
-    vector<T, 2 * N> r;
-    for (unsigned i = 0; i < N; ++i) { r.e[i] = a.e[i]; r.e[N + i] = b.e[i]; }
-    return r;
-}
-template <typename T, unsigned N> vector<T, N / 2> filter_even(const vector<T, N>& v)
-{
-    vector<T, N / 2> r;
-    for (unsigned i = 0; i < N / 2; ++i) r.e[i] = v.e[2 * i];
-    return r;
-}
-template <typename T, unsigned N> vector<T, N / 2> filter_odd(const vector<T, N>& v)
-{
-    vector<T, N / 2> r;
-    for (unsigned i = 0; i < N / 2; ++i) r.e[i] = v.e[2 * i + 1];
-    return r;
-}
-template <typename T, unsigned N> vector<T, N> max(const vector<T, N>& v, T a)
-{
-    vector<T, N> r;
-    for (unsigned i = 0; i < N; ++i) r.e[i] = v.e[i] > a ? v.e[i] : a;
-    return r;
-}
-template <typename T, unsigned N> vector<T, N> min(const vector<T, N>& v, T a)
-{
-    vector<T, N> r;
-    for (unsigned i = 0; i < N; ++i) r.e[i] = v.e[i] < a ? v.e[i] : a;
-    return r;
-}
-
-namespace detail {
-inline std::int64_t round_shift(std::int64_t a, int s)
-{
-    if (s == 0) return a;
-    const std::int64_t fl = a >> s, rem = a - (fl << s), half = std::int64_t(1) << (s - 1);
-    const bool exact = rem == 0, neg = a < 0, odd = (fl & 1) != 0;
-    switch (current_rounding()) {
-    case rounding_mode::floor: return fl;
-    case rounding_mode::ceil: return exact ? fl : fl + 1;
-    case rounding_mode::symmetric_floor: return (exact || !neg) ? fl : fl + 1;
-    case rounding_mode::symmetric_ceil: return (exact || neg) ? fl : fl + 1;
-    default: break;
-    }
-    if (rem != half) return rem > half ? fl + 1 : fl;
-    switch (current_rounding()) {
-    case rounding_mode::negative_inf: return fl;
-    case rounding_mode::positive_inf: return fl + 1;
-    case rounding_mode::symmetric_zero: return neg ? fl + 1 : fl;
-    case rounding_mode::symmetric_inf: return neg ? fl : fl + 1;
-    case rounding_mode::conv_even: return odd ? fl + 1 : fl;
-    default: return odd ? fl : fl + 1;
-    }
-}
-template <typename T> T saturate(std::int64_t v)
-{
-    constexpr std::int64_t hi = std::numeric_limits<T>::max();
-    constexpr std::int64_t lo = std::numeric_limits<T>::min();
-    switch (current_saturation()) {
-    case saturation_mode::none: return T(v);  // two's-complement wrap: the low bits
-    case saturation_mode::saturate: return T(v > hi ? hi : v < lo ? lo : v);
-    default: {
-        const std::int64_t slo = std::is_signed_v<T> ? lo + 1 : lo;
-        return T(v > hi ? hi : v < slo ? slo : v);
-    }
-    }
-}
-} // namespace detail
-
-template <typename Tag, unsigned N>
-struct accum {
-    std::array<std::int64_t, N> lane{};
-    accum() = default;
-    template <typename T> explicit accum(const vector<T, N>& v, int shift = 0) { from_vector(v, shift); }
-    template <typename T> void from_vector(const vector<T, N>& v, int shift = 0)
-    {
-        for (unsigned i = 0; i < N; ++i) lane[i] = std::int64_t(v.e[i]) * (std::int64_t(1) << shift);
-    }
-    template <typename T> void from_vector_sign(const vector<T, N>& v, bool sign, int shift = 0)
-    {
-        for (unsigned i = 0; i < N; ++i) {
-            const std::int64_t x = sign ? std::int64_t(v.e[i]) : std::int64_t(std::make_unsigned_t<T>(v.e[i]));
-            lane[i] = x * (std::int64_t(1) << shift);
-        }
-    }
-    template <unsigned M> accum<Tag, M> extract(unsigned idx) const
-    {
-        accum<Tag, M> r;
-        for (unsigned i = 0; i < M; ++i) r.lane[i] = lane[idx * M + i];
-        return r;
-    }
-    template <unsigned M> accum& insert(unsigned idx, const accum<Tag, M>& a)
-    {
-        for (unsigned i = 0; i < M; ++i) lane[idx * M + i] = a.lane[i];
-        return *this;
-    }
-    template <typename T> vector<T, N> to_vector(int shift = 0) const
-    {
-        vector<T, N> r;
-        for (unsigned i = 0; i < N; ++i) r.e[i] = detail::saturate<T>(detail::round_shift(lane[i], shift));
-        return r;
-    }
-};
-template <typename Tag, unsigned N> accum<Tag, N> add(const accum<Tag, N>& a, const accum<Tag, N>& b)
-{
-    accum<Tag, N> r;
-    for (unsigned i = 0; i < N; ++i) r.lane[i] = a.lane[i] + b.lane[i];
-    return r;
-}
-
-template <unsigned M, unsigned K, unsigned N, typename TA, typename TB, typename Tag>
-struct mmul {
-    static constexpr unsigned size_A = M * K, size_B = K * N, size_C = M * N;
-    accum<Tag, M * N> c;
-    mmul() = default;
-    explicit mmul(const accum<Tag, M * N>& a) : c(a) {}
-    void mac(const vector<TA, size_A>& a, const vector<TB, size_B>& b)
-    {
-        for (unsigned m = 0; m < M; ++m)
-            for (unsigned n = 0; n < N; ++n)
-                for (unsigned k = 0; k < K; ++k)
-                    c.lane[m * N + n] += std::int64_t(a.e[m * K + k]) * std::int64_t(b.e[k * N + n]);
-    }
-    void mul(const vector<TA, size_A>& a, const vector<TB, size_B>& b)
-    {
-        c = accum<Tag, M * N>();
-        mac(a, b);
-    }
-    accum<Tag, M * N> to_accum() const { return c; }
-};
-} // namespace aie
-"""
-
-_STUB_AIE_ADF = r"""
-#pragma once
-#include "aie.hpp"
-template <unsigned N, typename Tag> aie::accum<Tag, N> readincr_v(input_cascade<Tag>* c)
-{
-    aie::accum<Tag, N> a;
-    const auto& word = c->words->front();
-    for (unsigned i = 0; i < N; ++i) a.lane[i] = word.at(i);
-    c->words->pop_front();
-    return a;
-}
-template <typename Tag, unsigned N> void writeincr(output_cascade<Tag>* c, const aie::accum<Tag, N>& a)
-{
-    static_assert(N * Tag::bits == 512, "a cascade word is 512 bits");
-    c->words->emplace_back(a.lane.begin(), a.lane.end());
-}
-"""
-
-
 @pytest.fixture(scope="module")
-def stub(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("stub")
-    (root / "aie_api").mkdir()
-    (root / "adf.h").write_text(_STUB_ADF)
-    (root / "aie_api/aie.hpp").write_text(_STUB_AIE)
-    (root / "aie_api/aie_adf.hpp").write_text(_STUB_AIE_ADF)
-    return root
+def stub() -> Path:
+    """The packaged host headers (aieflow.host): ADF and the AIE API for g++."""
+    return include_dir()
 
 
 def _gxx(args: list[str], cwd: Path) -> None:
@@ -756,8 +468,8 @@ def _run_kernels_on_host(design, stub: Path, tmp_path: Path) -> None:
                       "int main() {", "    std::FILE* in = stdin;", *calls, "    return 0;", "}"])
     (root / "driver.cpp").write_text(main)
     kernels = sorted(str(p.relative_to(root)) for p in root.glob("src/kernels/*.cpp"))
-    _gxx(["-O1", "-Wno-unused-variable", "-I", str(stub), "-I", "src", "-I", "src/kernels", "driver.cpp", *kernels,
-          "-o", "driver"], root)
+    _gxx(["-O1", "-Wno-unused-variable", "-DAIEFLOW_HOST_COUNT_LOADS", "-I", str(stub), "-I", "src",
+          "-I", "src/kernels", "driver.cpp", *kernels, "-o", "driver"], root)
     feed_text = "\n".join(str(int(v)) for v in np.concatenate(feeds)) + "\n"
     run = subprocess.run([str(root / "driver")], input=feed_text, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr

@@ -18,24 +18,34 @@ from ..report.progress import progress
 from ..tiling import read_tiles, write_tiles
 
 
-def run(design: Design, x: np.ndarray, raw: bool = False) -> np.ndarray:
-    """Outputs for inputs x [samples, features]: floats are quantized, integers taken as they are."""
-    g = design.graph
-    tin = g.tensors[g.inputs[0]]
-    tout = g.tensors[g.outputs[0]]
+def samples(design: Design, x) -> np.ndarray:
+    """x as [samples, features] for this design's input (one sample may come as a vector)."""
+    tin = design.graph.tensors[design.graph.inputs[0]]
     x = np.asarray(x)
     if x.ndim == 1:
         x = x[None, :]
     if x.ndim != 2 or x.shape[1] != tin.features:
         raise DesignError(f"input of shape {list(x.shape)}; the design expects [samples, {tin.features}]")
-    if x.dtype.kind == "f":
-        q = quantize_float(x, tin.type)
-    elif x.dtype.kind in "iu":
-        q = x.astype(np.int64)
-        if np.any((q < tin.type.qmin) | (q > tin.type.qmax)):
-            raise DesignError(f"raw input values outside {tin.type.storage} [{tin.type.qmin}, {tin.type.qmax}]")
-    else:
-        raise DesignError(f"input of dtype {x.dtype}; give floats or integers")
+    return x
+
+
+def check_raw(design: Design, q: np.ndarray) -> np.ndarray:
+    """Raw input integers, refused when outside the input type."""
+    tin = design.graph.tensors[design.graph.inputs[0]].type
+    if q.dtype.kind not in "iu":
+        raise DesignError(f"input of dtype {q.dtype}; give floats or integers")
+    if q.size and (int(q.min()) < tin.qmin or int(q.max()) > tin.qmax):
+        raise DesignError(f"raw input values outside {tin.storage} [{tin.qmin}, {tin.qmax}]")
+    return q
+
+
+def run(design: Design, x: np.ndarray, raw: bool = False) -> np.ndarray:
+    """Outputs for inputs x [samples, features]: floats are quantized, integers taken as they are."""
+    g = design.graph
+    tin = g.tensors[g.inputs[0]]
+    tout = g.tensors[g.outputs[0]]
+    x = samples(design, x)
+    q = quantize_float(x, tin.type) if x.dtype.kind == "f" else check_raw(design, x).astype(np.int64)
     outs = []
     for start in progress(range(0, q.shape[0], design.batch), description="emulating"):
         chunk = np.zeros((design.batch, tin.features), dtype=np.int64)

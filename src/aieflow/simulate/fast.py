@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import DesignError
+from . import emulator
 from ..numerics import FixedType, Rounding, Saturation, dequantize, quantize_float, srs
 
 FLOAT32_EXACT = 1 << 24
@@ -469,24 +470,11 @@ def _run_torch(design, plans, q: np.ndarray, precision: str, device: str) -> np.
 
 
 def _check_shape(design, x: np.ndarray) -> np.ndarray:
-    g = design.graph
-    tin = g.tensors[g.inputs[0]]
-    x = np.asarray(x)
-    if x.ndim == 1:
-        x = x[None, :]
-    if x.ndim != 2 or x.shape[1] != tin.features:
-        raise DesignError(f"input of shape {list(x.shape)}; the design expects [samples, {tin.features}]")
-    return x
+    return emulator.samples(design, x)
 
 
 def _check_raw(design, q: np.ndarray) -> np.ndarray:
-    tin = design.graph.tensors[design.graph.inputs[0]]
-    q = _check_shape(design, q)
-    if q.dtype.kind not in "iu":
-        raise DesignError(f"raw input of dtype {q.dtype}; give integers (or use run() for floats)")
-    if q.size and (int(q.min()) < tin.type.qmin or int(q.max()) > tin.type.qmax):
-        raise DesignError(f"raw input values outside {tin.type.storage} [{tin.type.qmin}, {tin.type.qmax}]")
-    return q
+    return emulator.check_raw(design, _check_shape(design, q))
 
 
 def _device(device: str) -> str:

@@ -1,0 +1,239 @@
+// aieflow host model of the AIE API (UG1529, "AI Engine API User Guide"): the operations aieflow's emitted
+// kernels use, scalar and simple, with the arithmetic UG1529 and UG1583 give them on AIE-ML and that
+// aieflow.numerics implements (round_shift, saturate, srs). Written for aieflow; no AMD code.
+//
+// Deviations from the device, on purpose:
+// - accumulator lanes are int64 whatever the tag (acc32 or acc64): a 32-bit lane that would wrap on the
+//   device does not wrap here. aieflow sizes accumulators so that sums fit (numerics.accumulator_bound).
+// - to_vector's shift must be in [0, 63]; the device's behaviour for negative SRS shifts is not modelled
+//   (aieflow's kernels do left shifts with from_vector instead).
+// - the rounding and saturation modes are process-wide (one core), not per-core control registers.
+#pragma once
+#include <adf.h>
+#include <array>
+#include <cassert>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+
+namespace aie {
+// UG1529 aie::rounding_mode / aie::saturation_mode; codes as UG1583 (see aieflow.numerics.Rounding).
+enum class rounding_mode { floor, ceil, symmetric_floor, symmetric_ceil, negative_inf, positive_inf,
+                           symmetric_zero, symmetric_inf, conv_even, conv_odd };
+enum class saturation_mode { none, saturate, symmetric };
+// UG1529 aie::set_rounding / aie::set_saturation (and get_*): the modes every later SRS uses. The defaults,
+// as after reset, are floor (truncation) and none (wrap).
+inline rounding_mode& current_rounding() { static rounding_mode m = rounding_mode::floor; return m; }
+inline saturation_mode& current_saturation() { static saturation_mode m = saturation_mode::none; return m; }
+inline void set_rounding(rounding_mode m) { current_rounding() = m; }
+inline void set_saturation(saturation_mode m) { current_saturation() = m; }
+inline rounding_mode get_rounding() { return current_rounding(); }
+inline saturation_mode get_saturation() { return current_saturation(); }
+
+// UG1529 aie::vector<T, N>: N lanes of T. insert(idx, v) (UG1529 vector::insert) writes the idx-th
+// subvector of v's size; get/set read and write one lane.
+template <typename T, unsigned N>
+struct vector {
+    std::array<T, N> e{};
+    static constexpr unsigned size() { return N; }
+    T get(unsigned i) const { return e[i]; }
+    vector& set(T v, unsigned i) { e[i] = v; return *this; }
+    T operator[](unsigned i) const { return e[i]; }
+    template <unsigned M> vector& insert(unsigned idx, const vector<T, M>& v)
+    {
+        for (unsigned i = 0; i < M; ++i) e[idx * M + i] = v.e[i];
+        return *this;
+    }
+    template <unsigned M> vector<T, M> extract(unsigned idx) const
+    {
+        vector<T, M> r;
+        for (unsigned i = 0; i < M; ++i) r.e[i] = e[idx * M + i];
+        return r;
+    }
+};
+
+#ifdef AIEFLOW_HOST_COUNT_LOADS
+// Vector loads so far. Instrumentation only, not in the AIE API: tests check kernels' register blocking with it.
+inline unsigned long long& load_count() { static unsigned long long n = 0; return n; }
+#endif
+
+// UG1529 aie::load_v<N>(ptr): N consecutive elements from memory as a vector.
+template <unsigned N, typename T> vector<std::remove_const_t<T>, N> load_v(const T* p)
+{
+#ifdef AIEFLOW_HOST_COUNT_LOADS
+    ++load_count();
+#endif
+    vector<std::remove_const_t<T>, N> v;
+    for (unsigned i = 0; i < N; ++i) v.e[i] = p[i];
+    return v;
+}
+// UG1529 aie::store_v(ptr, v): the vector's lanes to consecutive memory.
+template <typename T, unsigned N> void store_v(T* p, const vector<T, N>& v)
+{
+    for (unsigned i = 0; i < N; ++i) p[i] = v.e[i];
+}
+// UG1529 aie::concat(a, b): a's lanes then b's.
+template <typename T, unsigned N> vector<T, 2 * N> concat(const vector<T, N>& a, const vector<T, N>& b)
+{
+    vector<T, 2 * N> r;
+    for (unsigned i = 0; i < N; ++i) { r.e[i] = a.e[i]; r.e[N + i] = b.e[i]; }
+    return r;
+}
+// UG1529 aie::filter_even(v, step = 1) / filter_odd(v, step = 1): the even (odd) groups of `step` lanes.
+template <typename T, unsigned N> vector<T, N / 2> filter_even(const vector<T, N>& v, unsigned step = 1)
+{
+    vector<T, N / 2> r;
+    for (unsigned i = 0; i < N / 2; ++i) r.e[i] = v.e[(i / step) * 2 * step + i % step];
+    return r;
+}
+template <typename T, unsigned N> vector<T, N / 2> filter_odd(const vector<T, N>& v, unsigned step = 1)
+{
+    vector<T, N / 2> r;
+    for (unsigned i = 0; i < N / 2; ++i) r.e[i] = v.e[(i / step) * 2 * step + step + i % step];
+    return r;
+}
+// UG1529 aie::max / aie::min, lane by lane, of two vectors or of a vector and a scalar.
+template <typename T, unsigned N> vector<T, N> max(const vector<T, N>& v, T a)
+{
+    vector<T, N> r;
+    for (unsigned i = 0; i < N; ++i) r.e[i] = v.e[i] > a ? v.e[i] : a;
+    return r;
+}
+template <typename T, unsigned N> vector<T, N> max(const vector<T, N>& v, const vector<T, N>& w)
+{
+    vector<T, N> r;
+    for (unsigned i = 0; i < N; ++i) r.e[i] = v.e[i] > w.e[i] ? v.e[i] : w.e[i];
+    return r;
+}
+template <typename T, unsigned N> vector<T, N> min(const vector<T, N>& v, T a)
+{
+    vector<T, N> r;
+    for (unsigned i = 0; i < N; ++i) r.e[i] = v.e[i] < a ? v.e[i] : a;
+    return r;
+}
+template <typename T, unsigned N> vector<T, N> min(const vector<T, N>& v, const vector<T, N>& w)
+{
+    vector<T, N> r;
+    for (unsigned i = 0; i < N; ++i) r.e[i] = v.e[i] < w.e[i] ? v.e[i] : w.e[i];
+    return r;
+}
+
+namespace detail {
+// a / 2**s rounded by the current rounding mode (UG1583 rounding codes; aieflow.numerics.round_shift).
+inline std::int64_t round_shift(std::int64_t a, int s)
+{
+    assert(s >= 0 && s < 64 && "the host model's SRS shifts right by 0 to 63 bits");
+    if (s == 0) return a;
+    const std::int64_t fl = a >> s, rem = a - (fl << s), half = std::int64_t(1) << (s - 1);
+    const bool exact = rem == 0, neg = a < 0, odd = (fl & 1) != 0;
+    switch (current_rounding()) {
+    case rounding_mode::floor: return fl;
+    case rounding_mode::ceil: return exact ? fl : fl + 1;
+    case rounding_mode::symmetric_floor: return (exact || !neg) ? fl : fl + 1;
+    case rounding_mode::symmetric_ceil: return (exact || neg) ? fl : fl + 1;
+    default: break;
+    }
+    if (rem != half) return rem > half ? fl + 1 : fl;
+    switch (current_rounding()) {
+    case rounding_mode::negative_inf: return fl;
+    case rounding_mode::positive_inf: return fl + 1;
+    case rounding_mode::symmetric_zero: return neg ? fl + 1 : fl;
+    case rounding_mode::symmetric_inf: return neg ? fl : fl + 1;
+    case rounding_mode::conv_even: return odd ? fl + 1 : fl;
+    default: return odd ? fl : fl + 1;  // conv_odd
+    }
+}
+// v brought into T by the current saturation mode (aieflow.numerics.saturate): wrap, clamp, or clamp
+// symmetrically ([-(2^(n-1)-1), 2^(n-1)-1] for signed T).
+template <typename T> T saturate(std::int64_t v)
+{
+    constexpr std::int64_t hi = std::numeric_limits<T>::max();
+    constexpr std::int64_t lo = std::numeric_limits<T>::min();
+    switch (current_saturation()) {
+    case saturation_mode::none: return T(v);  // two's-complement wrap: the low bits
+    case saturation_mode::saturate: return T(v > hi ? hi : v < lo ? lo : v);
+    default: {
+        const std::int64_t slo = std::is_signed_v<T> ? lo + 1 : lo;
+        return T(v > hi ? hi : v < slo ? slo : v);
+    }
+    }
+}
+} // namespace detail
+
+// UG1529 aie::accum<Tag, N>: N accumulator lanes (int64 on the host, see the top of this file).
+template <typename Tag, unsigned N>
+struct accum {
+    std::array<std::int64_t, N> lane{};
+    static constexpr unsigned size() { return N; }
+    accum() = default;
+    template <typename T> explicit accum(const vector<T, N>& v, int shift = 0) { from_vector(v, shift); }
+    // UG1529 accum::from_vector(v, shift = 0): each lane is v's lane times 2**shift (an upshift, exact).
+    template <typename T> void from_vector(const vector<T, N>& v, int shift = 0)
+    {
+        for (unsigned i = 0; i < N; ++i) lane[i] = std::int64_t(v.e[i]) * (std::int64_t(1) << shift);
+    }
+    // UG1529 accum::from_vector_sign(v, sign, shift = 0): as from_vector, with v's lanes read as signed when
+    // `sign` is true and as unsigned otherwise.
+    template <typename T> void from_vector_sign(const vector<T, N>& v, bool sign, int shift = 0)
+    {
+        for (unsigned i = 0; i < N; ++i) {
+            const std::int64_t x = sign ? std::int64_t(v.e[i]) : std::int64_t(std::make_unsigned_t<T>(v.e[i]));
+            lane[i] = x * (std::int64_t(1) << shift);
+        }
+    }
+    // UG1529 accum::extract<M>(idx) / insert(idx, acc): the idx-th group of M lanes.
+    template <unsigned M> accum<Tag, M> extract(unsigned idx) const
+    {
+        accum<Tag, M> r;
+        for (unsigned i = 0; i < M; ++i) r.lane[i] = lane[idx * M + i];
+        return r;
+    }
+    template <unsigned M> accum& insert(unsigned idx, const accum<Tag, M>& a)
+    {
+        for (unsigned i = 0; i < M; ++i) lane[idx * M + i] = a.lane[i];
+        return *this;
+    }
+    // UG1529 accum::to_vector<T>(shift = 0): SRS, each lane shifted right by `shift`, rounded by the current
+    // rounding mode and saturated into T by the current saturation mode (aieflow.numerics.srs).
+    template <typename T> vector<T, N> to_vector(int shift = 0) const
+    {
+        vector<T, N> r;
+        for (unsigned i = 0; i < N; ++i) r.e[i] = detail::saturate<T>(detail::round_shift(lane[i], shift));
+        return r;
+    }
+};
+// UG1529 aie::add(acc, acc): lane-by-lane sum.
+template <typename Tag, unsigned N> accum<Tag, N> add(const accum<Tag, N>& a, const accum<Tag, N>& b)
+{
+    accum<Tag, N> r;
+    for (unsigned i = 0; i < N; ++i) r.lane[i] = a.lane[i] + b.lane[i];
+    return r;
+}
+
+// UG1529 aie::mmul<M, K, N, TA, TB, AccTag>: C (M x N) += A (M x K) * B (K x N), the blocks row-major in
+// their vectors (size_A = M*K, size_B = K*N, size_C = M*N). mul starts from zero, mac accumulates, the
+// constructor from an accumulator starts from it (UG1529 mmul(const accum_type&)).
+template <unsigned M, unsigned K, unsigned N, typename TA, typename TB, typename Tag>
+struct mmul {
+    static constexpr unsigned size_A = M * K, size_B = K * N, size_C = M * N;
+    using accum_type = accum<Tag, M * N>;
+    accum<Tag, M * N> c;
+    mmul() = default;
+    explicit mmul(const accum<Tag, M * N>& a) : c(a) {}
+    void mac(const vector<TA, size_A>& a, const vector<TB, size_B>& b)
+    {
+        for (unsigned m = 0; m < M; ++m)
+            for (unsigned n = 0; n < N; ++n)
+                for (unsigned k = 0; k < K; ++k)
+                    c.lane[m * N + n] += std::int64_t(a.e[m * K + k]) * std::int64_t(b.e[k * N + n]);
+    }
+    void mul(const vector<TA, size_A>& a, const vector<TB, size_B>& b)
+    {
+        c = accum<Tag, M * N>();
+        mac(a, b);
+    }
+    accum<Tag, M * N> to_accum() const { return c; }
+    // UG1529 mmul::to_vector<T>(shift = 0): the result's SRS, as accum::to_vector.
+    template <typename T> vector<T, M * N> to_vector(int shift = 0) const { return c.template to_vector<T>(shift); }
+};
+} // namespace aie
