@@ -60,6 +60,12 @@ def _kid(t: KernelTile) -> str:
     return f"{t.layer}_c{t.chain}_s{t.stage}"
 
 
+def _kernels(design: Design):
+    """(kernel tile, its layer) for every tile whose layer exists (_banks reports the others)."""
+    layers = {l.op.name: l for l in design.layers}
+    return [(t, layers[t.layer]) for t in design.tiles if t.layer in layers]
+
+
 def violations(design: Design) -> list[str]:
     """Every constraint the design breaks, one line each; empty when it is legal."""
     found: list[str] = []
@@ -127,13 +133,9 @@ def _layers(design: Design) -> list[str]:
 def _banks(design: Design) -> list[str]:
     """Re-derive every kernel's buffers and check each bank's load against the catalog."""
     gen = design.device.generation
-    found = []
-    layers = {l.op.name: l for l in design.layers}
-    for t in design.tiles:
-        layer = layers.get(t.layer)
-        if layer is None:
-            found.append(f"{_kid(t)} belongs to no layer")
-            continue
+    names = {l.op.name for l in design.layers}
+    found = [f"{_kid(t)} belongs to no layer" for t in design.tiles if t.layer not in names]
+    for t, layer in _kernels(design):
         if layer.op.kind not in BUFFERS:
             found.append(f"{_kid(t)}: the checker does not know op kind '{layer.op.kind}'")
             continue
@@ -246,11 +248,7 @@ def _every_input_fed(design: Design) -> list[str]:
     for link in design.links:
         fed.update(link.sinks)
     outputs = {p.name for p in design.plios if p.direction == "in"}
-    layers = {l.op.name: l for l in design.layers}
-    for t in design.tiles:
-        layer = layers.get(t.layer)
-        if layer is None:
-            continue
+    for t, layer in _kernels(design):
         if t.stage == layer.config.cas_length - 1:
             outputs.add(_kid(t))
         ports = INPUT_PORTS.get(layer.op.kind, 1)
@@ -272,11 +270,7 @@ def _tile_dma(design: Design) -> list[str]:
     """Per kernel: input ports on S2MM channels, its output on MM2S, two descriptors per ping-pong buffer."""
     gen = design.device.generation
     found = []
-    layers = {l.op.name: l for l in design.layers}
-    for t in design.tiles:
-        layer = layers.get(t.layer)
-        if layer is None:
-            continue
+    for t, layer in _kernels(design):
         ins = INPUT_PORTS.get(layer.op.kind, 1)
         outs = 1 if t.stage == layer.config.cas_length - 1 else 0
         if ins > gen.tile_dma_s2mm or outs > gen.tile_dma_mm2s:
