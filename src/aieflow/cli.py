@@ -70,7 +70,10 @@ def compile(model: Path, output: Path, device: str, batch: int | None, objective
 @click.option("--output", "output_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Where to save the outputs (.npy).")
 @click.option("--raw", is_flag=True, help="Save the output integers instead of dequantized floats.")
-def simulate(project: Path, input_path: Path, output_path: Path, raw: bool) -> None:
+@click.option("--engine", type=click.Choice(["emulator", "fast", "host"]), default=None,
+              help="emulator: the structural emulator; fast: the whole-batch one; host: the project's emitted "
+                   "kernel C++ built with g++ and run on this machine. Default: fast or emulator by input size.")
+def simulate(project: Path, input_path: Path, output_path: Path, raw: bool, engine: str | None) -> None:
     """Run the bit-exact emulator of a compiled PROJECT on an input array."""
     from .design import load
 
@@ -79,7 +82,12 @@ def simulate(project: Path, input_path: Path, output_path: Path, raw: bool) -> N
         x = np.load(input_path, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise DesignError(f"cannot read {input_path} as a .npy array: {e}") from None
-    y = design.simulate(x, raw=raw)
+    if engine == "host":
+        from .host.run import run as run_host
+
+        y = run_host(design, project, x, raw=raw)
+    else:
+        y = design.simulate(x, raw=raw, fast=None if engine is None else engine == "fast")
     if raw:
         y = y.astype(design.graph.tensors[design.graph.outputs[0]].type.storage)
     np.save(output_path, y)

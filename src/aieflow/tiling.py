@@ -102,6 +102,15 @@ def _addresses(t: Tiling) -> tuple[np.ndarray, np.ndarray]:
     return _flat(idx[inside], t.buffer_dimension), np.flatnonzero(inside)
 
 
+def address_map(t: Tiling) -> np.ndarray:
+    """The flat buffer address of every stream position of this access, -1 outside the boundary
+    (for code outside Python, such as the host harness, that applies the same descriptor)."""
+    addr, where = _addresses(t)
+    out = np.full(t.elements, -1, dtype=np.int64)
+    out[where] = addr
+    return out
+
+
 def read_tiles(buffer: np.ndarray, t: Tiling) -> np.ndarray:
     """The 1-D stream an MM2S channel sends for this access; `buffer` is flat in dimension-0-fastest order."""
     addr, where = _addresses(t)

@@ -1,0 +1,106 @@
+"""The emitted firmware run on the host (aieflow.host.run): the project's own kernel C++, wired by the
+design's DMA descriptors, direct links and cascades, gives the structural emulator's integers bit for bit;
+a wrong descriptor or a kernel built with other numbers than the design's is caught."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import numpy as np
+import pytest
+
+import aieflow
+from aieflow.examples import jet_tagger, qdq_mlp, sample_inputs
+from aieflow.examples_graphs import qdq_graph
+from aieflow.host import run as host_run
+from aieflow.numerics import quantize_float
+from aieflow.tiling import Tiling
+
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
+
+
+def _cascaded():
+    """Every layer forced into 2 chains of 3 cascaded kernels."""
+    model = qdq_mlp([64, 96, 48, 10], seed=4)
+    names = [l.op.name for l in aieflow.compile(model, batch=4).layers]
+    return model, aieflow.compile(model, batch=4, layers={n: {"cas_length": 3, "cas_num": 2} for n in names})
+
+
+def _negative_shift():
+    model = qdq_mlp([40, 24, 10], fracs=[4, 12, 13], weight_fracs=[6, 6], seed=3)
+    design = aieflow.compile(model, batch=5)
+    assert design.layers[0].op.attrs["shift"] < 0
+    return model, design
+
+
+CASES = {
+    "jet": lambda: (jet_tagger(), aieflow.compile(jet_tagger(), batch=8)),
+    "cascaded": _cascaded,
+    "int16": lambda: (m := qdq_mlp([300, 200, 17], act_bits=16, weight_bits=16, seed=1), aieflow.compile(m, batch=4)),
+    "negative_shift": _negative_shift,
+    "residual": lambda: (m := qdq_graph(3), aieflow.compile(m)),
+}
+
+
+def _raw(design, model, n: int, seed: int = 0) -> np.ndarray:
+    x = np.asarray(sample_inputs(model, n, seed=seed))
+    return quantize_float(x, design.graph.tensors[design.graph.inputs[0]].type) if x.dtype.kind == "f" else x
+
+
+@pytest.fixture(scope="module")
+def projects(tmp_path_factory):
+    root = tmp_path_factory.mktemp("host")
+    out = {}
+    for name, make in CASES.items():
+        model, design = make()
+        out[name] = (model, design, design.write(root / name))
+    return out
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_host_run_equals_the_emulator(name, projects):
+    model, design, proj = projects[name]
+    x = _raw(design, model, 2 * design.batch + 3)  # a padded last iteration
+    got = host_run.run_host(design, proj, x)
+    want = design.simulate(x, raw=True, fast=False)
+    assert got.shape == want.shape and got.dtype.kind == "i"
+    np.testing.assert_array_equal(got, want)
+    if name == "cascaded":
+        assert all(l.config.cas_length == 3 and l.config.cas_num == 2 for l in design.layers)
+    if name == "residual":
+        assert {l.op.kind for l in design.layers} == {"dense", "add"} and design.links
+
+
+def test_binary_is_cached_and_reused(projects):
+    model, design, proj = projects["jet"]
+    exe = host_run.build(design, proj)
+    stamp = exe.stat().st_mtime_ns
+    x = _raw(design, model, 3, seed=1)
+    np.testing.assert_array_equal(host_run.run_host(design, proj, x), design.simulate(x, raw=True, fast=False))
+    assert host_run.build(design, proj) == exe and exe.stat().st_mtime_ns == stamp
+    assert len(list(exe.parent.glob("run_*"))) == 1
+
+
+def test_address_map_is_the_tiling():
+    t = Tiling((4, 3), (2, 2), (1, -1), ())  # half the tile above the buffer: zeros
+    assert host_run.address_map(t).tolist() == [-1, -1, 1, 2]
+
+
+def test_a_wrong_emission_is_caught(projects):
+    model, design, proj = projects["jet"]
+    x = _raw(design, model, design.batch, seed=2)
+    want = design.simulate(x, raw=True, fast=False)
+    # A kernel compiled with another shift than the design's: the same firmware, another emulation.
+    layers = list(design.layers)
+    op = layers[-1].op
+    layers[-1] = dataclasses.replace(layers[-1], op=dataclasses.replace(op, attrs={**op.attrs, "shift": op.attrs["shift"] + 1}))
+    other = dataclasses.replace(design, layers=tuple(layers))
+    assert not np.array_equal(host_run.run_host(design, proj, x), other.simulate(x, raw=True, fast=False))
+    # A memory-tile descriptor moved by one feature in the harness's input: the wiring differs.
+    m = design.memtile_buffers[0]
+    a = m.readers[0]
+    moved = dataclasses.replace(a, tiling=dataclasses.replace(a.tiling, offset=(1, *a.tiling.offset[1:])))
+    bad = dataclasses.replace(m, readers=(moved, *m.readers[1:]))
+    broken = dataclasses.replace(design, memtile_buffers=(bad, *design.memtile_buffers[1:]))
+    assert not np.array_equal(host_run.run_host(broken, proj, x), want)
