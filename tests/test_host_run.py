@@ -104,3 +104,22 @@ def test_a_wrong_emission_is_caught(projects):
     bad = dataclasses.replace(m, readers=(moved, *m.readers[1:]))
     broken = dataclasses.replace(design, memtile_buffers=(bad, *design.memtile_buffers[1:]))
     assert not np.array_equal(host_run.run_host(broken, proj, x), want)
+
+
+def test_a_swapped_cascade_order_is_caught(tmp_path):
+    """Stage kernels that send their partial sums in another order than the next stage reads them: the
+    emitted firmware's arithmetic is wrong, and the host run shows it where the emulator cannot."""
+    model = qdq_mlp([64, 48], seed=6)
+    name = aieflow.compile(model).layers[0].op.name
+    design = aieflow.compile(model, batch=8, layers={name: {"cas_length": 2, "cas_num": 1, "microtile": [4, 8, 8]}})
+    proj = design.write(tmp_path / "ok")
+    x = _raw(design, model, design.batch, seed=3)
+    want = design.simulate(x, raw=True, fast=False)
+    np.testing.assert_array_equal(host_run.run_host(design, proj, x), want)
+    broken = design.write(tmp_path / "broken")
+    header = broken / "src" / "kernels" / "dense.h"
+    text = header.read_text()
+    a, b = "send_block<L>(c01, cascade_out);", "send_block<L>(c10, cascade_out);"
+    assert a in text and b in text
+    header.write_text(text.replace(a, "@@").replace(b, a).replace("@@", b))
+    assert not np.array_equal(host_run.run_host(design, broken, x), want)
