@@ -123,3 +123,28 @@ def test_a_swapped_cascade_order_is_caught(tmp_path):
     assert a in text and b in text
     header.write_text(text.replace(a, "@@").replace(b, a).replace("@@", b))
     assert not np.array_equal(host_run.run_host(design, broken, x), want)
+
+
+def test_every_rounding_and_saturation_mode_on_the_host(tmp_path):
+    """One design whose 30 layers each produce a different (rounding, saturation) output type, at odd sizes,
+    with shifts of both signs: one host build covers every mode end to end."""
+    from aieflow.ir import Graph, Op, Tensor
+    from aieflow.numerics import FixedType, Rounding, Saturation
+
+    rng = np.random.default_rng(11)
+    modes = [(r, s) for r in Rounding for s in Saturation]
+    width = 23
+    tensors = {"t0": Tensor("t0", width, FixedType(8, True, 0))}
+    ops = []
+    for i, (r, s) in enumerate(modes):
+        out = FixedType(8, True, 0, r, s)
+        tensors[f"t{i + 1}"] = Tensor(f"t{i + 1}", width, out)
+        shift = -1 if i % 7 == 3 else 5  # a left shift now and then
+        ops.append(Op(f"l{i}", "dense", (f"t{i}",), (f"t{i + 1}",),
+                      {"relu": i % 4 == 0, "shift": shift, "weight_type": FixedType(8, True, 0)},
+                      {"weight": rng.integers(-20, 21, (width, width)), "bias": rng.integers(-400, 400, width)}))
+    g = Graph("modes", tensors, tuple(ops), ("t0",), (f"t{len(modes)}",))
+    design = aieflow.compile(g, batch=6)
+    proj = design.write(tmp_path / "modes")
+    x = rng.integers(-128, 128, (2 * design.batch + 1, width))
+    np.testing.assert_array_equal(host_run.run_host(design, proj, x), design.simulate(x, raw=True, fast=False))
