@@ -96,13 +96,20 @@ def simulate(project: Path, input_path: Path, output_path: Path, raw: bool, engi
 
 @main.command()
 @click.argument("project", type=click.Path(path_type=Path))
-def check(project: Path) -> None:
+@click.option("--host", "host_graph", is_flag=True,
+              help="Also build the project's src/graph.h against aieflow's host ADF model (g++) and compare the "
+                   "graph it records with design.json.")
+def check(project: Path, host_graph: bool) -> None:
     """Check a compiled PROJECT (or design.json) against its device with the independent checker."""
     from .design import load
     from .mapping.check import violations
 
     design = load(project)
     bad = violations(design)
+    if host_graph:
+        from .host.graph import compare, record_graph
+
+        bad += [f"emitted graph: {d}" for d in compare(design, record_graph(project))]
     if bad:
         for line in bad:
             click.echo(f"violation: {line}", err=True)
