@@ -148,3 +148,23 @@ def test_every_rounding_and_saturation_mode_on_the_host(tmp_path):
     proj = design.write(tmp_path / "modes")
     x = rng.integers(-128, 128, (2 * design.batch + 1, width))
     np.testing.assert_array_equal(host_run.run_host(design, proj, x), design.simulate(x, raw=True, fast=False))
+
+
+def test_host_run_on_the_projects_own_files_passes_make_check(projects):
+    """`aieflow simulate DIR --engine host` reads data/in_*.txt, writes host_output/data/out_*.txt, and the
+    project's own `make check SIM=host` compares them with the golden files."""
+    import subprocess
+
+    from click.testing import CliRunner
+
+    from aieflow.cli import main
+
+    model, design, proj = projects["cascaded"]
+    r = CliRunner().invoke(main, ["simulate", str(proj), "--engine", "host"])
+    assert r.exit_code == 0, r.output
+    outs = sorted((proj / "host_output" / "data").glob("out_*.txt"))
+    assert len(outs) == sum(p.direction == "out" for p in design.plios)
+    for path in outs:
+        assert path.read_text() == (proj / "data" / f"golden_{path.name}").read_text()
+    done = subprocess.run(["make", "-s", "check", "SIM=host"], cwd=proj, capture_output=True, text=True)
+    assert done.returncode == 0 and "PASS" in done.stdout, done.stdout + done.stderr

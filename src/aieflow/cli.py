@@ -65,9 +65,10 @@ def compile(model: Path, output: Path, device: str, batch: int | None, objective
 
 @main.command()
 @click.argument("project", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--input", "input_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="A .npy array [samples, features]: floats are quantized, integers taken as raw values.")
-@click.option("--output", "output_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+@click.option("--input", "input_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A .npy array [samples, features]: floats are quantized, integers taken as raw values. "
+                   "Without it, --engine host runs the project's own data/in_*.txt.")
+@click.option("--output", "output_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to save the outputs (.npy).")
 @click.option("--raw", is_flag=True, help="Save the output integers instead of dequantized floats.")
 @click.option("--engine", type=click.Choice(["emulator", "fast", "host"]), default=None,
@@ -78,6 +79,14 @@ def simulate(project: Path, input_path: Path, output_path: Path, raw: bool, engi
     from .design import load
 
     design = load(project)
+    if input_path is None and engine == "host":
+        from .host.run import run_project_files
+
+        for path in run_project_files(design, project):
+            click.echo(f"wrote {path}")
+        return
+    if input_path is None or output_path is None:
+        raise DesignError("--input and --output are needed", hint="or use --engine host alone to run the project's data files")
     try:
         x = np.load(input_path, allow_pickle=False)
     except (OSError, ValueError) as e:

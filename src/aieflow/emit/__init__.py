@@ -134,11 +134,11 @@ def _data_files(design: Design) -> dict[str, str]:
         storage = design.graph.tensors[p.tensor].type.storage
         values = x if p.direction == "in" else y
         name = f"data/{p.name}.txt" if p.direction == "in" else f"data/golden_{p.name}.txt"
-        files[name] = text_lines(_on_wire(values[:, p.lo:p.hi], p.row), values_per_line(storage, p.bits))
+        files[name] = text_lines(on_wire(values[:, p.lo:p.hi], p.row), values_per_line(storage, p.bits))
     return files
 
 
-def _on_wire(values: np.ndarray, row: int) -> np.ndarray:
+def on_wire(values: np.ndarray, row: int) -> np.ndarray:
     """Samples as the PLIO carries them: each zero-padded to `row` elements (whole DMA words)."""
     wire = np.zeros((values.shape[0], row), dtype=np.int64)
     wire[:, : values.shape[1]] = values

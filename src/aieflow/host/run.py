@@ -277,3 +277,33 @@ def run(design: Design, project_dir: Path, x: np.ndarray, raw: bool = False) -> 
     q = quantize_float(x, g.tensors[g.inputs[0]].type) if x.dtype.kind == "f" else x
     y = run_host(design, project_dir, q)
     return y if raw else dequantize(y, g.tensors[g.outputs[0]].type)
+
+
+def run_project_files(design: Design, project_dir: Path) -> list[Path]:
+    """Run the host build on the project's own simulator inputs (data/in_*.txt, the files x86sim reads) and
+    write host_output/data/out_*.txt in the simulators' text format, beside where x86sim would write; the
+    project's `make check SIM=host` compares them with the emulator's golden files."""
+    from ..emit import on_wire, parse_text, text_lines, values_per_line
+
+    project_dir = Path(project_dir)
+    tin = design.graph.tensors[design.graph.inputs[0]]
+    x = None
+    for p in design.plios:
+        if p.direction != "in":
+            continue
+        values = np.array(parse_text((project_dir / "data" / f"{p.name}.txt").read_text()), dtype=np.int64)
+        wire = values.reshape(-1, p.row)
+        if x is None:
+            x = np.zeros((wire.shape[0], tin.features), dtype=np.int64)
+        x[:, p.lo:p.hi] = wire[:, : p.hi - p.lo]
+    y = run_host(design, project_dir, x)
+    out_dir = project_dir / "host_output" / "data"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for p in design.plios:
+        if p.direction == "out":
+            storage = design.graph.tensors[p.tensor].type.storage
+            path = out_dir / f"{p.name}.txt"
+            path.write_text(text_lines(on_wire(y[:, p.lo:p.hi], p.row), values_per_line(storage, p.bits)))
+            written.append(path)
+    return written
