@@ -168,3 +168,33 @@ def test_host_run_on_the_projects_own_files_passes_make_check(projects):
         assert path.read_text() == (proj / "data" / f"golden_{path.name}").read_text()
     done = subprocess.run(["make", "-s", "check", "SIM=host"], cwd=proj, capture_output=True, text=True)
     assert done.returncode == 0 and "PASS" in done.stdout, done.stdout + done.stderr
+
+
+PRECISIONS = [  # (activation bits, signed, weight bits, device): every precision the dense family emits
+    (8, True, 8, "ve2802"), (8, False, 8, "ve2802"), (16, True, 8, "ve2802"), (8, True, 16, "ve2802"),
+    (16, True, 16, "ve2802"), (8, True, 8, "ve3858"), (16, True, 8, "ve3858"),
+]
+
+
+@pytest.mark.parametrize("act, signed, weight, device", PRECISIONS)
+def test_every_precision_and_generation_on_the_host(act, signed, weight, device, tmp_path):
+    from aieflow.host.graph import compare, record_graph
+
+    model = qdq_mlp([40, 72, 9], act_bits=act, act_signed=signed, weight_bits=weight, seed=act + weight)
+    design = aieflow.compile(model, device=device, batch=5)
+    proj = design.write(tmp_path / "p")
+    x = _raw(design, model, 2 * design.batch + 1, seed=act)
+    np.testing.assert_array_equal(host_run.run_host(design, proj, x), design.simulate(x, raw=True, fast=False))
+    assert compare(design, record_graph(proj)) == []
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_residual_graphs_on_the_host(seed, tmp_path):
+    from aieflow.host.graph import compare, record_graph
+
+    model = qdq_graph(100 + seed, max_layers=5, max_width=128)
+    design = aieflow.compile(model, objective=["resource", "throughput"][seed % 2], batch=1 + 3 * seed)
+    proj = design.write(tmp_path / "p")
+    x = _raw(design, model, 2 * design.batch + 1, seed=seed)
+    np.testing.assert_array_equal(host_run.run_host(design, proj, x), design.simulate(x, raw=True, fast=False))
+    assert compare(design, record_graph(proj)) == []
