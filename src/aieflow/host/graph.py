@@ -128,6 +128,13 @@ def _tiling_dict(t: dict) -> dict:
     return d
 
 
+def _differences(want, got, missing: str, extra: str) -> list[str]:
+    """One line per name the design has and the record lacks (`missing`), and per name the other way
+    round (`extra`); each format string takes the name as {0}."""
+    return ([missing.format(n) for n in sorted(set(want) - set(got))]
+            + [extra.format(n) for n in sorted(set(got) - set(want))])
+
+
 def compare(design: Design, record: dict) -> list[str]:
     """Every difference between the recorded graph and the design; [] when they agree."""
     out: list[str] = []
@@ -140,10 +147,7 @@ def compare(design: Design, record: dict) -> list[str]:
         out.append(f"kernel member(s) created more than once: {dup}")
     want = {t.id: t for t in design.tiles}
     got = {k["name"]: k for k in kernels if k["name"]}
-    for n in sorted(set(want) - set(got)):
-        out.append(f"kernel {n} of the design is not created")
-    for n in sorted(set(got) - set(want)):
-        out.append(f"kernel {n} is created but not in the design")
+    out += _differences(want, got, "kernel {0} of the design is not created", "kernel {0} is created but not in the design")
 
     # Location constraints, per kernel.
     tiles: dict[int, list] = {}
@@ -177,20 +181,16 @@ def compare(design: Design, record: dict) -> list[str]:
     seen = set(got_edges)
     for e in sorted({e for e in got_edges if got_edges.count(e) > 1}):
         out.append(f"connection {e[0]} -> {e[1]} made more than once")
-    for e in sorted(exp - seen):
-        out.append(f"connection {e[0]} -> {e[1]} of the design is missing")
-    for e in sorted(seen - exp):
-        out.append(f"connection {e[0]} -> {e[1]} is not in the design")
+    out += _differences(exp, seen, "connection {0[0]} -> {0[1]} of the design is missing",
+                        "connection {0[0]} -> {0[1]} is not in the design")
 
     # Memory-tile buffers.
     bufs = {b["name"]: b for b in record["shared_buffers"] if b["name"]}
     if len(bufs) != len(record["shared_buffers"]):
         out.append("a shared buffer is created but not held by any member")
     mems = {m.name: m for m in design.memtile_buffers}
-    for n in sorted(set(mems) - set(bufs)):
-        out.append(f"memory-tile buffer {n} of the design is not created")
-    for n in sorted(set(bufs) - set(mems)):
-        out.append(f"shared buffer {n} is created but not in the design")
+    out += _differences(mems, bufs, "memory-tile buffer {0} of the design is not created",
+                        "shared buffer {0} is created but not in the design")
     locs: dict[int, list] = {}
     for c in record["constraints"]:
         if c["on"]["object"] == "shared_buffer" and "port" not in c["on"]:
@@ -232,10 +232,7 @@ def compare(design: Design, record: dict) -> list[str]:
     if len(plios) != len(record["plios"]):
         out.append("PLIO names are not unique")
     dp = {p.name: p for p in design.plios}
-    for n in sorted(set(dp) - set(plios)):
-        out.append(f"PLIO {n} of the design is not created")
-    for n in sorted(set(plios) - set(dp)):
-        out.append(f"PLIO {n} is created but not in the design")
+    out += _differences(dp, plios, "PLIO {0} of the design is not created", "PLIO {0} is created but not in the design")
     for n in sorted(set(dp) & set(plios)):
         p, r = dp[n], plios[n]
         if r["direction"] != p.direction or r["bits"] != p.bits:

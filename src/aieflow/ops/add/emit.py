@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ...errors import DesignError
 from ...templating import environment
-from ..dense.emit import Fragment, left_upshift
+from ..dense.emit import Fragment, left_upshift, tile_banks
 
 # As for dense: every kernel has a tile of its own, and a ratio below 1 keeps the mapper from packing two.
 RUNTIME_RATIO = 0.9
@@ -59,12 +59,7 @@ _KNOWN_BUFFERS = {"a_ping", "a_pong", "b_ping", "b_pong", "out_ping", "out_pong"
 
 def _tile_context(layer, ns: str, tile) -> dict:
     cfg = layer.config
-    banks = {}
-    for buf in tile.buffers:
-        if buf.name not in _KNOWN_BUFFERS:
-            raise DesignError(f"kernel {tile.id} has a buffer '{buf.name}' the add emitter does not know",
-                              node=layer.op.name, hint=f"expected {', '.join(sorted(_KNOWN_BUFFERS))}")
-        banks[buf.name] = buf.bank
+    banks = tile_banks(layer, tile, _KNOWN_BUFFERS)
     missing = _KNOWN_BUFFERS - set(banks)
     if missing:
         raise DesignError(f"kernel {tile.id} has no bank for {', '.join(sorted(missing))}", node=layer.op.name)

@@ -160,14 +160,20 @@ _PORT_OF_BUFFER = {"in_ping": "in", "in_pong": "in", "out_ping": "out", "out_pon
 _KNOWN_BUFFERS = {"weights", "bias", "stack", *_PORT_OF_BUFFER}
 
 
-def _tile_context(layer, ns: str, tile) -> dict:
-    cfg = layer.config
+def tile_banks(layer, tile, known: set[str]) -> dict[str, int]:
+    """The bank of each of a kernel's buffers, refusing a buffer this family's emitter does not place."""
     banks = {}
     for b in tile.buffers:
-        if b.name not in _KNOWN_BUFFERS:
-            raise DesignError(f"kernel {tile.id} has a buffer '{b.name}' the dense emitter does not know",
-                              node=layer.op.name, hint=f"expected {', '.join(sorted(_KNOWN_BUFFERS))}")
+        if b.name not in known:
+            raise DesignError(f"kernel {tile.id} has a buffer '{b.name}' the {layer.op.kind} emitter does not know",
+                              node=layer.op.name, hint=f"expected {', '.join(sorted(known))}")
         banks[b.name] = b.bank
+    return banks
+
+
+def _tile_context(layer, ns: str, tile) -> dict:
+    cfg = layer.config
+    banks = tile_banks(layer, tile, _KNOWN_BUFFERS)
     r = role(tile.stage, cfg.cas_length)
     member = kernel_member(ns, tile.chain, tile.stage)
     last = r in ("single", "last")
