@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-aie4ml clean
+.PHONY: demo test test-all bench bench-aie4ml clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Everything, including the full random frontend matrices (marker `full`).
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -m ''
 
 # Every benchmark, each printing ratios against a peer measured in the same run (aie4ml last: ~5 min).
 bench: $(STAMP) .venv-aie4ml/bin/python

@@ -47,15 +47,27 @@ def main() -> None:
               help="With --objective resource: cycles per graph iteration to meet with the fewest tiles.")
 @click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="TOML file of compile options and per-layer directives ([compile], [layers.NAME]).")
+@click.option("--calibration", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A .npy float array [samples, features] of inputs on which to measure bit-exactness with the "
+                   "source model [default: generated over the input's range].")
+@click.option("--no-measure", is_flag=True, help="Skip running the source model to measure bit-exactness.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the human summary.")
 def compile(model: Path, output: Path, device: str, batch: int | None, objective: str | None,  # noqa: A001
-            max_tiles: int | None, target_interval: int | None, config: Path | None, as_json: bool) -> None:
-    """Compile a quantized ONNX MODEL into a Vitis AI Engine project."""
+            max_tiles: int | None, target_interval: int | None, config: Path | None, calibration: Path | None,
+            no_measure: bool, as_json: bool) -> None:
+    """Compile a quantized MODEL (QDQ ONNX or QONNX, e.g. a Brevitas export) into a Vitis AI Engine project."""
     from . import compile as compile_model
     from .report import human_summary
 
+    calib = None
+    if calibration is not None:
+        try:
+            calib = np.load(calibration, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise DesignError(f"cannot read {calibration} as a .npy array: {e}") from None
     design = compile_model(model, device=device, batch=batch, objective=objective, max_tiles=max_tiles,
-                           target_interval=target_interval, config=config)
+                           target_interval=target_interval, config=config, calibration=calib,
+                           measure=not no_measure)
     design.write(output)
     if as_json:
         click.echo(json.dumps({**design.summary(), "output": str(output)}, sort_keys=True))

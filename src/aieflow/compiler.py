@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+
+import numpy as np
 
 from .design import Design
 from .devices import get_device
 from .errors import ModelError
+from .frontends import Imported
 from .ir import Graph
 from .mapping import map_design
 from .mapping.check import check
@@ -17,28 +21,82 @@ DEFAULT_BATCH = 8
 
 def compile(model, device: str = "ve2802", batch: int | None = None, *,  # noqa: A001 - the API name
             objective: str | None = None, max_tiles: int | None = None, target_interval: int | None = None,
-            config: str | Path | None = None, layers: dict | None = None) -> Design:
-    """Compile a quantized model (an ONNX path, an onnx.ModelProto or a Graph) for a device.
+            config: str | Path | None = None, layers: dict | None = None, example_input=None,
+            calibration: np.ndarray | None = None, measure: bool = True) -> Design:
+    """Compile a quantized model for a device.
 
+    model: a QDQ ONNX or QONNX file path or onnx.ModelProto, a PyTorch/Brevitas module (with
+    `example_input`), an hls4ml ModelGraph, or an aieflow Graph.
     objective: "resource" (default: fewest tiles, under `target_interval` cycles if given), "throughput"
     or "latency"; max_tiles caps the tiles used; config is a TOML file of options and per-layer directives
     (see aieflow.mapping.directives); layers maps layer names to directive dictionaries, e.g.
     {"fc1": {"cas_length": 4, "col": 10, "row": 0}}. Arguments given here override the file.
+    measure: run the source model (onnxruntime, qonnx, the module, hls4ml's C simulation) on `calibration`
+    inputs (default: made from the input type) and record, per layer, whether the design is bit-exact with
+    it (design.exactness); a Graph has no source and is not measured.
     """
     dev = get_device(device)
     options = load_options(config, objective=objective, max_tiles=max_tiles, target_interval=target_interval,
                            batch=batch, layers=layers)
-    graph = model if isinstance(model, Graph) else _frontend(model)
+    imported = model if isinstance(model, Imported) else import_model(model, example_input)
     batch = options.batch if options.batch is not None else DEFAULT_BATCH
     if not 1 <= int(batch) <= 4096:
         raise ModelError(f"batch {batch} is out of range", hint="use 1 to 4096 samples per graph iteration")
     # The independent checker runs before anything is written: an illegal design never reaches disk.
-    return check(map_design(graph, dev, int(batch), options))
+    design = check(map_design(imported.graph, dev, int(batch), options))
+    if measure and imported.reference is not None:
+        from .exactness import measure as measure_exactness
+
+        inputs = calibration if calibration is not None else imported.calibration
+        design = dataclasses.replace(design, exactness=measure_exactness(imported, design, inputs))
+    return design
 
 
-def _frontend(model) -> Graph:
-    from .frontends.onnx_qdq import load_onnx
-
+def import_model(model, example_input=None) -> Imported:
+    """The frontend that reads this kind of model: its Graph and a way to run the source."""
+    if isinstance(model, Graph):
+        return Imported(model, "aieflow graph")
     if isinstance(model, (str, Path)) or type(model).__name__ == "ModelProto":
-        return load_onnx(model)
-    raise ModelError(f"cannot compile a {type(model).__name__}", hint="give an ONNX file path or onnx.ModelProto")
+        if _is_qonnx(model):
+            from .frontends.qonnx import import_qonnx
+
+            return import_qonnx(model)
+        from .frontends import onnx_qdq
+
+        if hasattr(onnx_qdq, "import_onnx"):
+            return onnx_qdq.import_onnx(model)
+        return Imported(onnx_qdq.load_onnx(model), "onnxruntime")
+    kind = type(model)
+    module = kind.__module__ or ""
+    if any(c.__module__.startswith("torch.nn") and c.__name__ == "Module" for c in kind.__mro__):
+        if example_input is None:
+            raise ModelError("a PyTorch module needs example_input", hint="aieflow.compile(module, example_input=x)")
+        from .frontends.torch_module import import_torch
+
+        return import_torch(model, example_input)
+    if module.startswith("hls4ml") and hasattr(model, "get_layers"):
+        from .frontends.hls4ml import import_hls4ml
+
+        return import_hls4ml(model)
+    raise ModelError(f"cannot compile a {kind.__name__}",
+                     hint="give an ONNX or QONNX file, an onnx.ModelProto, a PyTorch module with example_input, "
+                          "an hls4ml ModelGraph or an aieflow Graph")
+
+
+_QONNX_DOMAINS = ("qonnx", "finn")
+
+
+def _is_qonnx(model) -> bool:
+    """A model with QONNX's Quant / BipolarQuant / Trunc nodes (domain qonnx.custom_op.general or finn.*)."""
+    import onnx
+
+    if isinstance(model, (str, Path)):
+        path = Path(model)
+        if not path.is_file():
+            return False  # the ONNX frontend reports the missing file
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception:  # noqa: BLE001 - not ONNX at all: the ONNX frontend words that error
+            return False
+    return any(n.domain.startswith(_QONNX_DOMAINS) or n.op_type in ("Quant", "BipolarQuant", "Trunc")
+               for n in model.graph.node)

@@ -15,6 +15,7 @@ import numpy as np
 
 from .devices import Device, get_device
 from .errors import DesignError
+from .exactness import ExactnessReport
 from .ir import Graph, Op, Tensor
 from .numerics import FixedType
 from .tiling import Tiling
@@ -136,6 +137,9 @@ class Design:
     plios: tuple[Plio, ...]
     links: tuple[DirectLink, ...] = ()
     search: SearchReport | None = None
+    # Bit-exactness against the source model, measured at compile time (aieflow.exactness); None when the
+    # model came without a source to run (an ir.Graph) or the measurement was skipped.
+    exactness: "ExactnessReport | None" = None
 
     def layer(self, name: str) -> Layer:
         return next(l for l in self.layers if l.op.name == name)
@@ -214,6 +218,7 @@ def summary(d: Design) -> dict:
         "plio_out": sum(p.direction == "out" for p in d.plios),
         "layers": layers,
         "search": asdict(d.search) if d.search else None,
+        "exactness": d.exactness.to_dict() if d.exactness else None,
     }
 
 
@@ -281,7 +286,7 @@ def to_dict(d: Design) -> dict:
             "name": g.name,
             "inputs": list(g.inputs),
             "outputs": list(g.outputs),
-            "tensors": [{"name": t.name, "features": t.features, "type": t.type.to_dict()} for t in g.tensors.values()],
+            "tensors": [t.to_dict() for t in g.tensors.values()],
             "ops": [_op_dict(op) for op in g.ops],
         },
         "layers": [{"op": l.op.name, "config": l.config.to_dict(),
@@ -297,6 +302,7 @@ def to_dict(d: Design) -> dict:
                    "hi": p.hi, "row": p.row, "elements": p.elements} for p in d.plios],
         "links": [{"tensor": l.tensor, "source": l.source, "sinks": list(l.sinks)} for l in d.links],
         "search": asdict(d.search) if d.search else None,
+        "exactness": d.exactness.to_dict() if d.exactness else None,
     }
 
 
@@ -305,7 +311,7 @@ def from_dict(data: dict) -> Design:
         raise DesignError(f"not an aieflow design (format {data.get('format')!r}, version {data.get('version')!r})",
                           hint=f"expected format {FORMAT!r} version {VERSION}; recompile the model")
     g = data["graph"]
-    tensors = {t["name"]: Tensor(t["name"], t["features"], FixedType.from_dict(t["type"])) for t in g["tensors"]}
+    tensors = {t["name"]: Tensor.from_dict(t) for t in g["tensors"]}
     ops = tuple(_op_from(o) for o in g["ops"])
     graph = Graph(g["name"], tensors, ops, tuple(g["inputs"]), tuple(g["outputs"]))
     by_name = {op.name: op for op in ops}
@@ -322,7 +328,9 @@ def from_dict(data: dict) -> Design:
     plios = tuple(Plio(p["name"], p["direction"], p["tensor"], p["bits"], p["lo"], p["hi"], p["row"], p["elements"]) for p in data["plios"])
     links = tuple(DirectLink(l["tensor"], l["source"], tuple(l["sinks"])) for l in data["links"])
     search = SearchReport(**data["search"]) if data.get("search") else None
-    return Design(get_device(data["device"]), graph, data["batch"], layers, tiles, mems, plios, links, search)
+    exactness = ExactnessReport.from_dict(data["exactness"]) if data.get("exactness") else None
+    return Design(get_device(data["device"]), graph, data["batch"], layers, tiles, mems, plios, links, search,
+                  exactness)
 
 
 def load(path: str | Path) -> Design:

@@ -7,6 +7,7 @@ numpy arrays with exact integer operations; nothing goes through float division.
 from __future__ import annotations
 
 import enum
+import math
 import re
 from dataclasses import dataclass
 
@@ -326,3 +327,60 @@ def accumulator_bound(x: FixedType, w_abs_colsum: np.ndarray, bias_abs: np.ndarr
     """Worst-case |accumulator| of a dot product: |x|max * sum_k |w[k, j]| + |b[j]|, over all j."""
     worst = np.asarray(w_abs_colsum, dtype=object) * x.magnitude + np.asarray(bias_abs, dtype=object)
     return int(max(worst.tolist(), default=0))
+
+
+# --- requantization: the end of every layer -------------------------------------------------------------
+
+MULTIPLIER_BITS = 15  # the multiplier is a positive int16: the kernel multiplies int32 sums by it into acc64
+
+
+def requantize(acc, multiplier: int, shift: int, zero_point: int, out: FixedType, relu: bool = False) -> np.ndarray:
+    """The output of a layer from its exact sums: round((acc * multiplier) / 2**shift) by out's rounding mode,
+    plus the output zero point, brought into out's `bits` by its saturation mode (which may be fewer bits
+    than the storage: a 4-bit type saturates at [-8, 7] inside int8). ReLU clamps at the zero point, the
+    quantized real zero.
+
+    With multiplier 1 and zero point 0 this is srs(); the zero point is added after the rounding, as ONNX
+    QuantizeLinear does (round(v / scale) + zero_point), which differs from rounding v / scale + zero_point
+    for the ties-to-even and symmetric modes. Callers bound |acc * multiplier| below 2**62.
+    """
+    a = _as_int64(acc)
+    if multiplier != 1:
+        a = a * np.int64(multiplier)
+    if zero_point == 0:
+        y = srs(a, shift, out)
+    else:
+        if shift < 0 and out.saturation is not Saturation.NONE:
+            shift = max(shift, -62)
+            # As in srs(), one bit more: a value this far out still saturates after the zero point is added.
+            bound = np.int64(1) << np.int64(min(62 + shift, out.bits + 1))
+            a = np.clip(a, -bound, bound)
+        y = saturate(round_shift(a, shift, out.rounding) + np.int64(zero_point), out.bits, out.signed, out.saturation)
+    return np.maximum(y, np.int64(zero_point)) if relu else y
+
+
+def choose_multiplier(real: float, bits: int = MULTIPLIER_BITS) -> tuple[int, int]:
+    """(multiplier, shift) with multiplier / 2**shift nearest to `real` and the multiplier using `bits` bits
+    (in [2**(bits-1), 2**bits)), or fewer when real * 2**shift is exactly an integer (powers of two give 1).
+
+    The integer pipeline then computes round(acc * multiplier / 2**shift): exact for the real ratio when it
+    is a power of two times a small odd integer, an approximation with relative error below 2**-bits
+    otherwise. Whether that approximation changes any output is measured, never assumed (aieflow.exactness).
+    """
+    if not (real > 0 and math.isfinite(real)):
+        raise NumericsError(f"requantization scale {real!r} must be positive and finite")
+    from fractions import Fraction
+
+    exact = Fraction(real)  # the float's exact value
+    mant, exp = math.frexp(real)  # real = mant * 2**exp, mant in [0.5, 1)
+    shift = bits - exp
+    m = exact * Fraction(2) ** shift
+    multiplier = round_fraction(m, Rounding.CONV_EVEN)
+    if multiplier >= 1 << bits:  # rounding carried into a new bit
+        multiplier //= 2
+        shift -= 1
+    # Drop trailing zero bits so exact ratios (powers of two above all) get the smallest multiplier.
+    while multiplier % 2 == 0 and multiplier > 1:
+        multiplier //= 2
+        shift -= 1
+    return int(multiplier), int(shift)

@@ -31,6 +31,11 @@ def human_summary(design: Design, output: Path | None = None, console: Console |
         t.add_row(l["name"], l["op"], f"{l['in_features']} x {l['out_features']}", "x".join(map(str, l["microtile"])),
                   str(l["cas_length"]), str(l["cas_num"]), str(l["tiles"]), str(l["col"]), str(l["row"]))
     c.print(t)
+    if design.exactness is not None:
+        for line in design.exactness.lines():
+            c.print(line, markup=False, highlight=False)
+    else:
+        c.print("exactness: not measured (no source model to compare with)")
     from .perf import predict
 
     p = predict(design)

@@ -12,7 +12,6 @@ import numpy as np
 
 from ..design import Design, MemtileBuffer
 from ..errors import DesignError
-from ..numerics import dequantize, quantize_float
 from ..ops import family
 from ..report.progress import progress
 from ..tiling import read_tiles, write_tiles
@@ -45,7 +44,7 @@ def run(design: Design, x: np.ndarray, raw: bool = False) -> np.ndarray:
     tin = g.tensors[g.inputs[0]]
     tout = g.tensors[g.outputs[0]]
     x = samples(design, x)
-    q = quantize_float(x, tin.type) if x.dtype.kind == "f" else check_raw(design, x).astype(np.int64)
+    q = tin.quantize(x) if x.dtype.kind == "f" else check_raw(design, x).astype(np.int64)
     outs = []
     for start in progress(range(0, q.shape[0], design.batch), description="emulating"):
         chunk = np.zeros((design.batch, tin.features), dtype=np.int64)
@@ -53,7 +52,7 @@ def run(design: Design, x: np.ndarray, raw: bool = False) -> np.ndarray:
         chunk[: len(part)] = part
         outs.append(_iteration(design, chunk)[: len(part)])
     y = np.concatenate(outs) if outs else np.zeros((0, tout.features), dtype=np.int64)
-    return y if raw else dequantize(y, tout.type)
+    return y if raw else tout.dequantize(y)
 
 
 def _iteration(design: Design, x: np.ndarray) -> np.ndarray:

@@ -39,7 +39,7 @@ import numpy as np
 
 from ..errors import DesignError
 from . import emulator
-from ..numerics import FixedType, Rounding, Saturation, dequantize, quantize_float, srs
+from ..numerics import FixedType, Rounding, Saturation, dequantize, quantize_float, requantize, srs
 
 FLOAT32_EXACT = 1 << 24
 FLOAT64_EXACT = 1 << 53
@@ -66,6 +66,8 @@ class DensePlan:
     shift: int
     relu: bool
     out: FixedType
+    multiplier: int  # requantization (numerics.requantize): 1 and 0 for power-of-two sources
+    zero_point: int
     product_bound: int  # max_j |x|max * sum_k |w[k, j]|
     bound: int  # max_j of that + |b[j]|, + 2**shift for the rounding offset when shift > 0
     precision: str  # float32, float64 or int64 (the cheapest exact one)
@@ -131,7 +133,8 @@ def _dense_plan(layer, graph) -> DensePlan:
     product = int(max(colsum.tolist(), default=0))
     bound = int(max((colsum + np.abs(b).astype(object)).tolist(), default=0)) + ((1 << shift) if shift > 0 else 0)
     return DensePlan(op.name, op.inputs[0], op.outputs[0], np.ascontiguousarray(w), np.ascontiguousarray(b),
-                     shift, bool(op.attrs.get("relu", False)), y_t.type, product, bound, _precision(bound))
+                     shift, bool(op.attrs.get("relu", False)), y_t.type, int(op.attrs.get("multiplier", 1)),
+                     y_t.zero_point, product, bound, _precision(bound))
 
 
 def _add_plan(layer, graph) -> AddPlan:
@@ -300,7 +303,7 @@ def _as(a: np.ndarray, dtype) -> np.ndarray:
 
 def _dense_cpu(p: DensePlan, x: np.ndarray, precision: str, prep: _Prepared, exact_int: bool = False) -> np.ndarray:
     """One dense op on the CPU in `precision`; exact_int (precision="int64" asked for) multiplies in int64."""
-    if precision != "int64" and _float_ok(p.out):
+    if precision != "int64" and _float_ok(p.out) and p.multiplier == 1 and p.zero_point == 0:
         dt = _DTYPES[precision]
 
         def scaled():
@@ -317,6 +320,8 @@ def _dense_cpu(p: DensePlan, x: np.ndarray, precision: str, prep: _Prepared, exa
         return np.clip(z, lo, hi, out=z)
     acc = _product(p, x, exact_int, prep)
     acc += p.bias
+    if p.multiplier != 1 or p.zero_point != 0:
+        return requantize(acc, p.multiplier, p.shift, p.zero_point, p.out, p.relu)
     return _int_epilogue(acc, p.shift, p.out, p.relu)
 
 
@@ -437,7 +442,8 @@ def _run_torch(design, plans, q: np.ndarray, precision: str, device: str) -> np.
     last_use = _last_use(plans, g)
     for i, p in enumerate(plans):
         prec = _choose(p, precision)
-        gpu = prec in ("float32", "float64") and _float_ok(p.out)  # float32 bounds hold in float64 a fortiori
+        gpu = (prec in ("float32", "float64") and _float_ok(p.out)  # float32 bounds hold in float64 a fortiori
+               and (p.kind != "dense" or (p.multiplier == 1 and p.zero_point == 0)))
         lo, hi = _clip_bounds(p.out, p.relu)
         off = _offset(p.out.rounding, p.shift)
         if p.kind == "dense" and gpu:
@@ -568,7 +574,7 @@ def run(design, x: np.ndarray, raw: bool = False, *, device: str = "auto", preci
     plan(design)  # an unknown op kind is refused before any work
     x = _check_shape(design, x)
     if x.dtype.kind == "f":
-        h = _quantize_holder(x, tin.type)
+        h = _quantize_holder(x, tin.type) if tin.plain else tin.quantize(x)
     elif x.dtype.kind in "iu":
         h = _check_raw(design, x)
     else:
@@ -576,6 +582,8 @@ def run(design, x: np.ndarray, raw: bool = False, *, device: str = "auto", preci
     y = _execute(design, h, device, precision)
     if raw:
         return _as(y, np.int64)
+    if not tout.plain:
+        return tout.dequantize(_as(y, np.int64))
     if y.dtype.kind == "f" and abs(tout.type.frac) < 1000:
         return np.multiply(y, np.float64(2.0 ** -tout.type.frac))  # float64, times a power of two: exact
     return dequantize(y, tout.type)

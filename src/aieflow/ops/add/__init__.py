@@ -121,6 +121,12 @@ def check_numerics(op: Op, graph: Graph, device: Device) -> None:
         if t.storage_bits not in (8, 16) or t.bits != t.storage_bits:
             raise NumericsError(f"{what} type {t.describe()} is not a full 8- or 16-bit integer",
                                 node=op.name, hint="quantize activations to int8, uint8 or int16")
+    for t in (*op.inputs, *op.outputs):
+        if not graph.tensors[t].plain:
+            raise NumericsError(f"tensor '{t}' has a scale that is not a power of two or a zero point; the add "
+                                "kernel aligns power-of-two scales only", node=op.name,
+                                hint="quantize both inputs and the output of a residual add with power-of-two "
+                                     "scales and zero point 0")
     for key in ("shift_a", "shift_b"):
         if int(op.attrs[key]) < 0:
             raise NumericsError(f"{key} = {op.attrs[key]} is negative; inputs are aligned by left shifts only",

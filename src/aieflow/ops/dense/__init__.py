@@ -1,4 +1,9 @@
-"""Dense (fully connected) layers: y = SRS(bias + x @ W) with optional fused ReLU.
+"""Dense (fully connected) layers: y = requantize(bias + x @ W) with optional fused ReLU.
+
+The end of a layer is numerics.requantize: the sums times an integer `multiplier` (attribute, default 1:
+power-of-two scales need none), shifted by `shift` and rounded by the output type's mode, plus the output
+tensor's zero point, saturated (or wrapped) into the output type's bits, which may be fewer than its 8- or
+16-bit storage; ReLU clamps at the zero point.
 
 A layer is split over a grid of tiles: the input features over a cascade chain of `cas_length` kernels
 (partial accumulators pass left to right on the cascade port) and the output features over `cas_num`
@@ -20,7 +25,7 @@ import numpy as np
 from ...devices import Device, get_device
 from ...errors import NumericsError
 from ...ir import Graph, Op
-from ...numerics import FixedType, accumulator_bound, srs
+from ...numerics import MULTIPLIER_BITS, FixedType, accumulator_bound, requantize
 from ..base import Slice, bank_assignment, kernel_id
 
 KIND = "dense"
@@ -98,11 +103,12 @@ def check_numerics(op: Op, graph: Graph, device: Device) -> None:
     w: FixedType = op.attrs["weight_type"]
     prec = device.generation.precision(x.storage_bits, w.storage_bits, node=op.name)
     for t, what in ((x, "input"), (y, "output")):
-        if t.storage_bits not in (8, 16) or t.bits != t.storage_bits:
-            raise NumericsError(f"{what} type {t.describe()} is not a full 8- or 16-bit integer",
-                                node=op.name, hint="quantize activations to int8, uint8 or int16")
-    if w.bits != w.storage_bits:
-        raise NumericsError(f"weight type {w.describe()} is not a full 8- or 16-bit integer", node=op.name)
+        if t.storage_bits not in (8, 16) or (t.storage_bits == 16 and not t.signed):
+            raise NumericsError(f"{what} type {t.describe()} does not fit int8, uint8 or int16",
+                                node=op.name, hint="quantize activations to 16 bits or fewer (unsigned: 8 or fewer)")
+    if w.storage_bits not in (8, 16) or not w.signed:
+        raise NumericsError(f"weight type {w.describe()} does not fit int8 or int16", node=op.name,
+                            hint="quantize weights to signed integers of 16 bits or fewer")
     acc_max = (1 << (prec.accumulator_bits - 1)) - 1
     weights = op.params["weight"].astype(np.int64)
     bias = op.params["bias"].astype(np.int64)
@@ -114,9 +120,21 @@ def check_numerics(op: Op, graph: Graph, device: Device) -> None:
             f"the {prec.accumulator_bits}-bit accumulator could overflow: worst case |acc| = {bound} > {acc_max}",
             node=op.name, hint="use fewer input features, narrower weights or inputs, or split the layer")
     shift = op.attrs["shift"]
-    if not -(prec.accumulator_bits - 1) <= shift <= prec.accumulator_bits - 1:
-        raise NumericsError(f"shift of {shift} bits is outside what SRS can do on a {prec.accumulator_bits}-bit accumulator",
+    multiplier = int(op.attrs.get("multiplier", 1))
+    # With a multiplier the kernel reads the sums as int32 and multiplies them into a 64-bit accumulator.
+    srs_bits = 64 if multiplier != 1 else prec.accumulator_bits
+    if not 1 <= multiplier < 1 << MULTIPLIER_BITS:
+        raise NumericsError(f"requantization multiplier {multiplier} is not a positive {MULTIPLIER_BITS}-bit integer",
+                            node=op.name)
+    if multiplier != 1 and bound > (1 << 31) - 1:
+        raise NumericsError(f"the sums (worst case {bound}) do not fit the int32 the multiplier reads",
+                            node=op.name, hint="use fewer input features, narrower weights or inputs")
+    if not -(srs_bits - 1) <= shift <= srs_bits - 1:
+        raise NumericsError(f"shift of {shift} bits is outside what SRS can do on a {srs_bits}-bit accumulator",
                             node=op.name, hint="choose output scales closer to input x weight scales")
+    zp = graph.tensors[op.outputs[0]].zero_point
+    if not y.qmin <= zp <= y.qmax:
+        raise NumericsError(f"output zero point {zp} is outside {y.describe()}", node=op.name)
 
 
 def candidates(op: Op, graph: Graph, device: Device, batch: int) -> list[Config]:
@@ -192,12 +210,11 @@ def kernel_partial(cfg: Config, in_stream: np.ndarray, weights: np.ndarray,
 
 
 def kernel_finish(cfg: Config, acc: np.ndarray, bias: np.ndarray, shift: int, out: FixedType,
-                  relu: bool) -> np.ndarray:
-    """Last kernel of a chain: bias, SRS into the output type, ReLU; returns the output block stream."""
+                  relu: bool, multiplier: int = 1, zero_point: int = 0) -> np.ndarray:
+    """Last kernel of a chain: bias, requantize into the output type (ReLU at the zero point); returns the
+    output block stream."""
     m, _, n = cfg.microtile
-    y = srs(acc + bias[None, :].astype(np.int64), shift, out)
-    if relu:
-        y = np.maximum(y, 0)
+    y = requantize(acc + bias[None, :].astype(np.int64), multiplier, shift, zero_point, out, relu)
     return y.reshape(cfg.batch // m, m, cfg.n_tile // n, n).transpose(0, 2, 1, 3).ravel()
 
 
@@ -245,7 +262,8 @@ def emulate(layer, graph: Graph, inputs: dict[str, np.ndarray]) -> dict[str, np.
             kid = kernel_id(op.name, chain, stage)
             acc = kernel_partial(cfg, inputs[kid], layer.packed["weights"][chain, stage], acc)
         streams[kid] = kernel_finish(cfg, acc, layer.packed["bias"][chain], op.attrs["shift"], out_t,
-                                     op.attrs["relu"])
+                                     op.attrs["relu"], int(op.attrs.get("multiplier", 1)),
+                                     graph.tensors[op.outputs[0]].zero_point)
     return streams
 
 
