@@ -269,14 +269,13 @@ def run_host(design: Design, project_dir: Path, x_raw: np.ndarray) -> np.ndarray
 
 def run(design: Design, project_dir: Path, x: np.ndarray, raw: bool = False) -> np.ndarray:
     """As Design.simulate, on the host engine: floats are quantized, integers taken as raw; raw=False dequantizes."""
-    from ..numerics import dequantize, quantize_float
     from ..simulate.emulator import samples
 
     g = design.graph
     x = samples(design, x)
-    q = quantize_float(x, g.tensors[g.inputs[0]].type) if x.dtype.kind == "f" else x
+    q = g.tensors[g.inputs[0]].quantize(x) if x.dtype.kind == "f" else x
     y = run_host(design, project_dir, q)
-    return y if raw else dequantize(y, g.tensors[g.outputs[0]].type)
+    return y if raw else g.tensors[g.outputs[0]].dequantize(y)
 
 
 def run_project_files(design: Design, project_dir: Path) -> list[Path]:
