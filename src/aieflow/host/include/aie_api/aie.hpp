@@ -7,6 +7,9 @@
 //   device does not wrap here. aieflow sizes accumulators so that sums fit (numerics.accumulator_bound).
 // - to_vector's shift must be in [0, 63]; the device's behaviour for negative SRS shifts is not modelled
 //   (aieflow's kernels do left shifts with from_vector instead).
+// - where AIE-ML's implementation is narrower than the API's signature, the model refuses (asserts) rather
+//   than compute something the device would not: an acc32 accumulator moves to and from 32-bit vectors
+//   only unshifted (the AIE API's AIE-ML implementation casts there and drops the shift).
 // - the rounding and saturation modes are process-wide (one core), not per-core control registers.
 #pragma once
 #include <adf.h>
@@ -170,6 +173,7 @@ struct accum {
     // UG1529 accum::from_vector(v, shift = 0): each lane is v's lane times 2**shift (an upshift, exact).
     template <typename T> void from_vector(const vector<T, N>& v, int shift = 0)
     {
+        assert((Tag::bits != 32 || sizeof(T) < 4 || shift == 0) && "acc32 from a 32-bit vector takes no shift");
         for (unsigned i = 0; i < N; ++i) lane[i] = std::int64_t(v.e[i]) * (std::int64_t(1) << shift);
     }
     // UG1529 accum::from_vector_sign(v, sign, shift = 0): as from_vector, with v's lanes read as signed when
@@ -197,6 +201,7 @@ struct accum {
     // rounding mode and saturated into T by the current saturation mode (aieflow.numerics.srs).
     template <typename T> vector<T, N> to_vector(int shift = 0) const
     {
+        assert((Tag::bits != 32 || sizeof(T) < 4 || shift == 0) && "acc32 to a 32-bit vector takes no shift");
         vector<T, N> r;
         for (unsigned i = 0; i < N; ++i) r.e[i] = detail::saturate<T>(detail::round_shift(lane[i], shift));
         return r;
@@ -207,6 +212,80 @@ template <typename Tag, unsigned N> accum<Tag, N> add(const accum<Tag, N>& a, co
 {
     accum<Tag, N> r;
     for (unsigned i = 0; i < N; ++i) r.lane[i] = a.lane[i] + b.lane[i];
+    return r;
+}
+
+// UG1529 aie::add(vector, value) / add(value, vector) / add(vector, vector): lane-by-lane sums in the
+// vector's type, which wrap (two's complement) like the vector unit's adds; the value has the lanes' type
+// (UG1529 "Arithmetic": Value / Vector operands must have the same type). aie::saturating_add is the
+// saturating one, not modelled.
+template <typename T, unsigned N> vector<T, N> add(const vector<T, N>& v, const vector<T, N>& w)
+{
+    vector<T, N> r;
+    for (unsigned i = 0; i < N; ++i) r.e[i] = T(std::int64_t(v.e[i]) + std::int64_t(w.e[i]));
+    return r;
+}
+template <typename T, unsigned N> vector<T, N> add(const vector<T, N>& v, T a)
+{
+    vector<T, N> r;
+    for (unsigned i = 0; i < N; ++i) r.e[i] = T(std::int64_t(v.e[i]) + std::int64_t(a));
+    return r;
+}
+template <typename T, unsigned N> vector<T, N> add(T a, const vector<T, N>& v) { return add(v, a); }
+
+// UG1529 aie::upshift(v, shift) / aie::downshift(v, shift) (UG1079 "Bitwise Operations": upshift shifts each
+// lane left, filling with zeros; downshift shifts right, arithmetically for signed lanes). On AIE-ML the AIE
+// API implements both through an accumulator: upshift is accum(v, shift).to_vector<T>(0) and downshift is
+// accum(v).to_vector<T>(shift). So, as modelled here, an upshift that leaves T's range is brought back by the
+// current saturation mode (with saturation none: the low bits, the documented shift), and a downshift rounds
+// by the current rounding mode (with floor, or when the bits shifted out are zero: the documented shift).
+// Unsigned lanes are read as unsigned (a logical downshift).
+template <typename T, unsigned N> vector<T, N> upshift(const vector<T, N>& v, unsigned shift)
+{
+    assert(shift < 8 * sizeof(T) && "upshift by less than the lane width");
+    vector<T, N> r;
+    for (unsigned i = 0; i < N; ++i) r.e[i] = detail::saturate<T>(std::int64_t(v.e[i]) * (std::int64_t(1) << shift));
+    return r;
+}
+template <typename T, unsigned N> vector<T, N> downshift(const vector<T, N>& v, unsigned shift)
+{
+    assert(shift < 8 * sizeof(T) && "downshift by less than the lane width");
+    vector<T, N> r;
+    for (unsigned i = 0; i < N; ++i) r.e[i] = detail::saturate<T>(detail::round_shift(std::int64_t(v.e[i]), int(shift)));
+    return r;
+}
+
+namespace detail {
+// UG1529's default accumulator of a product (table "Default accumulator tag for different integral factor
+// types"): acc64 when a factor has 32 bits, acc32 otherwise.
+template <typename T1, typename T2>
+using default_mul_tag = std::conditional_t<(sizeof(T1) >= 4 || sizeof(T2) >= 4), acc64, acc32>;
+} // namespace detail
+
+// UG1529 aie::mul(v, a) / mul(a, v) / mul(v, w), and mul<AccTag>(...) with an explicit accumulator: the lane-by-
+// lane products, exact, in an accumulator (AIE-ML: int32 x int16 into acc64 is the aie_api's mul_elem_16_2).
+template <typename AccTag = void, typename T, unsigned N, typename E>
+    requires std::is_integral_v<E>
+accum<std::conditional_t<std::is_void_v<AccTag>, detail::default_mul_tag<T, E>, AccTag>, N> mul(const vector<T, N>& v, E a)
+{
+    using Tag = std::conditional_t<std::is_void_v<AccTag>, detail::default_mul_tag<T, E>, AccTag>;
+    accum<Tag, N> r;
+    for (unsigned i = 0; i < N; ++i) r.lane[i] = std::int64_t(v.e[i]) * std::int64_t(a);
+    return r;
+}
+template <typename AccTag = void, typename E, typename T, unsigned N>
+    requires std::is_integral_v<E>
+auto mul(E a, const vector<T, N>& v)
+{
+    return mul<AccTag>(v, a);
+}
+template <typename AccTag = void, typename T1, typename T2, unsigned N>
+accum<std::conditional_t<std::is_void_v<AccTag>, detail::default_mul_tag<T1, T2>, AccTag>, N>
+mul(const vector<T1, N>& v, const vector<T2, N>& w)
+{
+    using Tag = std::conditional_t<std::is_void_v<AccTag>, detail::default_mul_tag<T1, T2>, AccTag>;
+    accum<Tag, N> r;
+    for (unsigned i = 0; i < N; ++i) r.lane[i] = std::int64_t(v.e[i]) * std::int64_t(w.e[i]);
     return r;
 }
 
