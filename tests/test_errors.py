@@ -31,6 +31,20 @@ def _node_input(model, op_type: str, index: int, position: int = 1) -> str:
     return [n for n in model.graph.node if n.op_type == op_type][index].input[position]
 
 
+def _residual_model() -> onnx.ModelProto:
+    """x -> QDQ -> x + x -> QuantizeLinear (scale sy, zero point zy): a residual join."""
+    inits = {"sx": np.array(0.125, np.float32), "zx": np.array(0, np.int8),
+             "sy": np.array(0.25, np.float32), "zy": np.array(0, np.int8)}
+    nodes = [helper.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"]),
+             helper.make_node("Add", ["xd", "xd"], ["s"], name="residual"),
+             helper.make_node("QuantizeLinear", ["s", "sy", "zy"], ["yq"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 4])],
+                          [helper.make_tensor_value_info("yq", onnx.TensorProto.INT8, ["N", 4])],
+                          [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
+
+
 def _bad_models() -> dict[str, tuple[onnx.ModelProto | bytes, str]]:
     """name -> (model or raw bytes, a phrase the error must contain)."""
     base = qdq_mlp([8, 6, 4], seed=3)
@@ -44,10 +58,10 @@ def _bad_models() -> dict[str, tuple[onnx.ModelProto | bytes, str]]:
     idx = list(m.graph.node).index(gemm)
     m.graph.node.insert(idx + 1, helper.make_node("Sigmoid", [old + "_pre"], [old], name="my_sigmoid"))
     out["unsupported op"] = (m, "unsupported op Sigmoid")
-    scale = _node_input(base, "QuantizeLinear", 1)
-    out["non power of two scale"] = (_set_init(base, scale, np.array(0.1, np.float32)), "not a power of two")
-    zp = _node_input(base, "QuantizeLinear", 0, 2)
-    out["non-zero zero point"] = (_set_init(base, zp, np.array(3, np.int8)), "is not 0")
+    # Dense layers take any per-tensor scale and zero point; a residual add aligns power-of-two scales only.
+    residual = _residual_model()
+    out["non power of two scale"] = (_set_init(residual, "sy", np.array(0.1, np.float32)), "not a power of two")
+    out["non-zero zero point"] = (_set_init(residual, "zy", np.array(3, np.int8)), "zero point 3")
     wscale = _node_input(base, "DequantizeLinear", 1)  # the first weight's scale
     per_channel = _set_init(base, wscale, np.full(6, 0.125, np.float32))
     out["per-channel scale"] = (per_channel, "per-channel")

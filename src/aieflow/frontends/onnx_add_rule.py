@@ -46,6 +46,12 @@ def add(node, ins, st, base):
     qdq = _qdq()
     if len(ins) == 2 and all(isinstance(v, qdq.Dequantized) for v in ins):
         a, b = (st.tensors[v.tensor] for v in ins)
+        for t in (a, b):
+            if not t.plain:
+                raise ModelError(f"adds activation '{t.name}' of scale {qdq._describe(t.real_scale, t.zero_point)}, "
+                                 "which is not a power of two with zero point 0", node=qdq._nm(node),
+                                 hint="quantize both inputs and the output of a residual add with power-of-two "
+                                      "scales and zero point 0")
         if a.features != b.features:
             raise ModelError(f"adds activations of {a.features} and {b.features} features", node=qdq._nm(node),
                              hint="broadcasting is not supported: add activations of the same width")
@@ -70,7 +76,13 @@ def quantize(node, ins, st, base):
     if not isinstance(x, PendingAdd):
         return base(node, ins, st)
     qdq = _qdq()
-    frac, bits, signed = qdq._qparams(node, ins)
+    qp = qdq._qparams(node, ins)
+    frac, bits, signed = qp.frac, qp.bits, qp.signed
+    if frac is None or qp.zero_point != 0:
+        raise ModelError(f"the sum of two activations is quantized with scale {qdq._describe(qp.scale, qp.zero_point)}, "
+                         "which is not a power of two with zero point 0", node=qdq._nm(node),
+                         hint="quantize both inputs and the output of a residual add with power-of-two "
+                              "scales and zero point 0")
     if bits not in (8, 16) or (bits == 16 and not signed):
         raise ModelError(f"activations of {bits} bits ({'signed' if signed else 'unsigned'}) are not supported",
                          node=qdq._nm(node), hint="quantize activations to int8, uint8 or int16")

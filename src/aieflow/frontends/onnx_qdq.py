@@ -1,22 +1,40 @@
 """ONNX models quantized with QuantizeLinear / DequantizeLinear (QDQ) into the aieflow Graph.
 
 Each ONNX tensor is given a symbolic meaning as the nodes are visited in order: a float graph input, a
-quantized activation, its dequantized (exact) float view, an exact fixed-point constant, or a dense layer
-in progress (MatMul/Gemm, then bias, then ReLU) that the next QuantizeLinear completes. Each node type is
-one rule in `RULES`; a node whose inputs have meanings no rule accepts ends in an error naming it.
+quantized activation, its dequantized float view, an integer constant with its scale and zero point, or a
+dense layer in progress (MatMul/Gemm, then bias, then ReLU) that the next QuantizeLinear completes. Each node
+type is one rule in `RULES`; a node whose inputs have meanings no rule accepts ends in an error naming it.
+
+Scales and zero points are per tensor. Power-of-two scales with zero point 0 give the exact fixed-point
+layers of the fast path (a shift, multiplier 1). Anything else is what quantization tools produce
+(onnxruntime's quantize_static, PyTorch fake-quant exports): an IR tensor keeps the float32 scale and the
+zero point; a layer requantizes with numerics.choose_multiplier(s_x * s_w / s_y) (multiplier and shift),
+folds the input zero point into the bias (bias -= zp_x * sum_k W[k, :]) and the weight zero point into the
+weights (W - zp_w, int16 where it leaves int8), and adds the output zero point after rounding. Where that
+integer arithmetic differs from onnxruntime's float32 arithmetic is measured against `import_onnx`'s
+reference, never assumed.
+
+The forms the tools emit, besides Gemm -> QuantizeLinear:
+- MatMul -> QDQ -> Add(constant) -> [Relu] -> QuantizeLinear (onnxruntime quantizes a MatMul's output
+  before its bias Add): the Add becomes a dense layer of its own with diagonal weights 2**k (int16), whose
+  bias is the constant on that grid.
+- QuantizeLinear -> DequantizeLinear -> Relu -> QuantizeLinear with the same scale and zero point
+  (onnxruntime keeps such a Relu with symmetric activations): the Relu folds into the layer that produced
+  the activation (exact: it is max(q, zero point)).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ModelError
 from ..ir import Graph, Op, Tensor
-from ..numerics import FixedType, Rounding, Saturation, quantize_float
+from ..numerics import FixedType, Rounding, Saturation, choose_multiplier, quantize_float, round_fraction
 
 # --- what an ONNX tensor means ----------------------------------------------------------------------------
 
@@ -39,11 +57,19 @@ class Dequantized:
 
 @dataclass(frozen=True)
 class Const:
-    """A constant: float values, and when exactly known, its integers and fractional bits."""
+    """A constant: float values, and when it is a dequantized integer constant, its integers q, their type
+    (frac: the power-of-two scale 2**-frac, or 0 with `scale`), the float scale when not a power of two, and
+    the zero point: values = (q - zero_point) * scale."""
 
     values: np.ndarray
     q: np.ndarray | None = None
     type: FixedType | None = None
+    scale: float | None = None
+    zero_point: int = 0
+
+    @property
+    def real_scale(self) -> float:
+        return float(2.0 ** -self.type.frac) if self.scale is None else float(self.scale)
 
 
 @dataclass(frozen=True)
@@ -52,10 +78,19 @@ class PendingDense:
 
     node: str
     x: str  # IR tensor
-    weight: np.ndarray  # [in, out] integers
+    weight: np.ndarray  # [in, out] integers, the weight zero point already subtracted
     weight_type: FixedType
     bias: np.ndarray | None  # on the accumulator grid
     relu: bool
+    weight_scale: float | None = None  # None: the power of two 2**-weight_type.frac
+
+
+@dataclass(frozen=True)
+class PendingRelu:
+    """Relu of a dequantized activation, waiting for a QuantizeLinear with the same scale and zero point."""
+
+    node: str
+    tensor: str  # IR tensor
 
 
 @dataclass
@@ -64,13 +99,110 @@ class _State:
     tensors: dict
     ops: list
     shapes: dict
+    uses: dict | None = None  # ONNX tensor name -> number of readers (graph outputs count as readers)
+
+
+@dataclass(frozen=True)
+class QParams:
+    """The per-tensor scale (the float32 value, as a Python float) and zero point of a Q/DQ node, and its
+    integer type where the node says it (bits None: a DequantizeLinear without a zero point)."""
+
+    scale: float
+    zero_point: int
+    bits: int | None
+    signed: bool | None
+
+    @property
+    def frac(self) -> int | None:
+        """-log2(scale) when the scale is a power of two, else None."""
+        m, e = math.frexp(self.scale)
+        return -(e - 1) if m == 0.5 else None
+
+    def activation(self, name: str, features: int) -> Tensor:
+        # ONNX QuantizeLinear rounds half to even and saturates.
+        frac = self.frac
+        t = FixedType(self.bits, self.signed, frac if frac is not None else 0, Rounding.CONV_EVEN,
+                      Saturation.SATURATE)
+        return Tensor(name, features, t, None if frac is not None else self.scale, self.zero_point)
 
 
 _ONNX_INT_TYPES = {2: (8, False), 3: (8, True), 4: (16, False), 5: (16, True), 6: (32, True)}
+_TENSORPROTO = {(8, False): 2, (8, True): 3, (16, False): 4, (16, True): 5, (32, True): 6}
 
 
 def load_onnx(path_or_model) -> Graph:
     """Read an ONNX QDQ model (a path or an onnx.ModelProto) into a Graph."""
+    model, name = _read(path_or_model)
+    return _convert(model, name)
+
+
+def import_onnx(path_or_model):
+    """The Graph of an ONNX QDQ model and onnxruntime as its reference (frontends.Imported).
+
+    The reference runs the model with graph optimizations off (ORT_DISABLE_ALL, so onnxruntime computes the
+    float semantics of each QuantizeLinear / Gemm / DequantizeLinear rather than fused integer kernels) on
+    float inputs [samples, features], with every IR tensor (the QuantizeLinear outputs the Graph names its
+    tensors after) added as a graph output, and returns {IR tensor name: int64 [samples, features]}.
+    """
+    from . import Imported
+
+    model, name = _read(path_or_model)
+    graph = _convert(model, name)
+    return Imported(graph, "onnxruntime", _OrtReference(model, graph))
+
+
+class _OrtReference:
+    """Callable float inputs -> {IR tensor: int64}; the onnxruntime session is made on the first call."""
+
+    def __init__(self, model, graph: Graph) -> None:
+        import onnx
+
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
+        declared = {o.name for o in m.graph.output}
+        for t in graph.tensors.values():
+            if t.name not in declared:
+                key = (t.type.storage_bits, t.type.signed)
+                m.graph.output.append(onnx.helper.make_tensor_value_info(t.name, _TENSORPROTO[key], None))
+        self._bytes = m.SerializeToString()
+        self._graph = graph
+        vi = model.graph.input[[i.name for i in model.graph.input].index(_graph_input_name(model))]
+        self._input = vi.name
+        self._dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+        self._session = None
+
+    def __call__(self, x) -> dict[str, np.ndarray]:
+        import onnxruntime as ort  # only the reference needs it, not the compiler
+
+        if self._session is None:
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            self._session = ort.InferenceSession(self._bytes, options, providers=["CPUExecutionProvider"])
+        g = self._graph
+        features = g.tensors[g.inputs[0]].features
+        x = np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(-1, features))
+        samples = x.shape[0]
+        batch = self._dims[0] if self._dims and self._dims[0] else max(samples, 1)
+        names = list(g.tensors)
+        chunks = {n: [] for n in names}
+        for start in range(0, max(samples, 1), batch):
+            part = x[start:start + batch]
+            rows = part.shape[0]
+            if rows < batch:  # a fixed batch dimension: pad the last chunk
+                part = np.concatenate([part, np.zeros((batch - rows, features), np.float32)])
+            shaped = part.reshape([batch] + [1] * (len(self._dims) - 2) + [features])
+            outs = self._session.run(names, {self._input: shaped})
+            for n, v in zip(names, outs):
+                chunks[n].append(np.asarray(v).reshape(batch, -1)[:rows])
+        return {n: np.concatenate(v).astype(np.int64)[:samples] for n, v in chunks.items()}
+
+
+def _graph_input_name(model) -> str:
+    inits = {i.name for i in model.graph.initializer}
+    return next(vi.name for vi in model.graph.input if vi.name not in inits)
+
+
+def _read(path_or_model):
     import onnx
 
     if isinstance(path_or_model, (str, Path)):
@@ -85,18 +217,20 @@ def load_onnx(path_or_model) -> Graph:
         if not model.graph.node:
             raise ModelError(f"{path} is not an ONNX model (it has no graph nodes)",
                              hint="give a .onnx file saved by onnx.save or a framework's ONNX export")
-        name = path.stem
-    else:
-        model = path_or_model
-        name = model.graph.name or "model"
-    return _convert(model, name)
+        return model, path.stem
+    return path_or_model, path_or_model.graph.name or "model"
 
 
 def _convert(model, name: str) -> Graph:
     from onnx import numpy_helper
 
     g = model.graph
-    st = _State(values={}, tensors={}, ops=[], shapes={})
+    st = _State(values={}, tensors={}, ops=[], shapes={}, uses={})
+    for node in g.node:
+        for i in node.input:
+            st.uses[i] = st.uses.get(i, 0) + 1
+    for vo in g.output:
+        st.uses[vo.name] = st.uses.get(vo.name, 0) + 1
     for init in g.initializer:
         arr = numpy_helper.to_array(init)
         st.values[init.name] = Const(arr.astype(np.float64) if arr.dtype.kind == "f" else arr)
@@ -171,70 +305,88 @@ def _attr(node, name: str, default=None):
 
 # --- quantization parameters ------------------------------------------------------------------------------
 
+_ZP_KINDS = {np.dtype(np.int8): (8, True), np.dtype(np.uint8): (8, False), np.dtype(np.int16): (16, True),
+             np.dtype(np.uint16): (16, False), np.dtype(np.int32): (32, True)}
 
-def _scale_frac(node, scale: Const) -> int:
+
+def _scale(node, scale: Const) -> float:
     s = np.asarray(scale.values, dtype=np.float64)
     if s.size != 1:
         raise ModelError(f"per-channel scales ({s.size} values) are not supported", node=_nm(node),
-                         hint="quantize with one per-tensor scale")
-    v = float(s.reshape(-1)[0])
-    if not v > 0:
-        raise ModelError(f"scale {v} must be positive", node=_nm(node))
-    m, e = math.frexp(v)
-    if m != 0.5:
-        raise ModelError(f"scale {v!r} is not a power of two", node=_nm(node),
-                         hint="use power-of-two scales (e.g. 2**-5 = 0.03125); other scales need requantization support")
-    return -(e - 1)  # v = 2**(e-1) = 2**-frac
+                         hint="quantize with one per-tensor scale (onnxruntime: per_channel=False)")
+    v = float(np.float32(s.reshape(-1)[0]))  # ONNX scales are float32 (float16/bfloat16 widen exactly)
+    if not (v > 0 and math.isfinite(v)):
+        raise ModelError(f"scale {v} must be positive and finite", node=_nm(node))
+    return v
 
 
-def _qparams(node, ins) -> tuple[int, int, bool]:
-    """(frac, bits, signed) of a QuantizeLinear / DequantizeLinear."""
+def _qparams(node, ins) -> QParams:
+    """Scale, zero point and integer type of a QuantizeLinear / DequantizeLinear."""
     if len(ins) < 2 or not isinstance(ins[1], Const):
         raise ModelError("the scale must be a constant", node=_nm(node))
-    frac = _scale_frac(node, ins[1])
+    scale = _scale(node, ins[1])
     zp = ins[2] if len(ins) > 2 else None
     if zp is None:
         bits, signed = (8, False) if node.op_type == "QuantizeLinear" else (None, None)
         if node.op_type == "QuantizeLinear" and _attr(node, "output_dtype") not in (None, 0):
             bits, signed = _ONNX_INT_TYPES.get(_attr(node, "output_dtype"), (None, None))
-        return frac, bits, signed
+        return QParams(scale, 0, bits, signed)
     if not isinstance(zp, Const):
         raise ModelError("the zero point must be a constant", node=_nm(node))
     z = np.asarray(zp.values)
-    if np.any(z != 0):
-        raise ModelError(f"zero point {z.reshape(-1)[:4].tolist()} is not 0", node=_nm(node),
-                         hint="use symmetric quantization (zero point 0)")
-    kinds = {np.dtype(np.int8): (8, True), np.dtype(np.uint8): (8, False), np.dtype(np.int16): (16, True),
-             np.dtype(np.uint16): (16, False), np.dtype(np.int32): (32, True)}
-    if z.dtype not in kinds:
+    if z.size != 1:
+        raise ModelError(f"per-channel zero points ({z.size} values) are not supported", node=_nm(node),
+                         hint="quantize with one per-tensor zero point (onnxruntime: per_channel=False)")
+    if z.dtype not in _ZP_KINDS:
         raise ModelError(f"zero point type {z.dtype} is not supported", node=_nm(node),
                          hint="use int8, uint8 or int16")
-    bits, signed = kinds[z.dtype]
-    return frac, bits, signed
+    bits, signed = _ZP_KINDS[z.dtype]
+    return QParams(scale, int(z.reshape(-1)[0]), bits, signed)
+
+
+def _describe(scale: float, zero_point: int) -> str:
+    m, e = math.frexp(scale)
+    s = f"2**-{-(e - 1)}" if m == 0.5 else repr(scale)
+    return s if zero_point == 0 else f"{s} and zero point {zero_point}"
 
 
 # --- rules: one function per ONNX op type -------------------------------------------------------------------
 
 
+def _quantize_const(node, values: np.ndarray, qp: QParams) -> np.ndarray:
+    """A float constant behind QuantizeLinear, quantized exactly as onnxruntime does: x / scale in float32,
+    rounded half to even, plus the zero point, saturated."""
+    bits, signed = qp.bits, qp.signed
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    dtype = np.dtype(f"{'' if signed else 'u'}int{bits}")
+    if qp.frac is not None and qp.zero_point == 0:
+        t = FixedType(bits, signed, qp.frac, Rounding.CONV_EVEN, Saturation.SATURATE)
+        return np.asarray(quantize_float(np.asarray(values, dtype=np.float64), t)).astype(dtype)
+    v = np.asarray(values, dtype=np.float32) / np.float32(qp.scale)
+    if not np.all(np.isfinite(v)):
+        raise ModelError("cannot quantize NaN or infinite constants", node=_nm(node))
+    q = np.rint(v.astype(np.float64))  # rint rounds half to even, exactly, on the float32 quotient
+    return np.clip(q + qp.zero_point, lo, hi).astype(dtype)
+
+
 def _quantize(node, ins, st: _State):
     x = ins[0]
-    frac, bits, signed = _qparams(node, ins)
+    qp = _qparams(node, ins)
     if isinstance(x, Const):
         # Weights exported as float constants behind QuantizeLinear: quantize them exactly as ONNX would.
-        t = FixedType(bits, signed, frac, Rounding.CONV_EVEN, Saturation.SATURATE)
-        q = quantize_float(np.asarray(x.values, dtype=np.float64), t)
-        return Const(np.asarray(q).astype(np.dtype(t.storage)))
+        return Const(_quantize_const(node, x.values, qp))
+    bits, signed = qp.bits, qp.signed
     if bits not in (8, 16) or (bits == 16 and not signed):
         raise ModelError(f"activations of {bits} bits ({'signed' if signed else 'unsigned'}) are not supported",
                          node=_nm(node), hint="quantize activations to int8, uint8 or int16")
-    # ONNX QuantizeLinear rounds half to even and saturates.
-    t = FixedType(bits, signed, frac, Rounding.CONV_EVEN, Saturation.SATURATE)
     name = node.output[0]
     if isinstance(x, FloatInput):
-        st.tensors[name] = Tensor(name, x.features, t)
+        st.tensors[name] = qp.activation(name, x.features)
         return Quantized(name)
     if isinstance(x, PendingDense):
-        return _finish_dense(node, x, t, st)
+        return _finish_dense(node, x, qp, st)
+    if isinstance(x, PendingRelu):
+        return _finish_relu(node, x, qp, st)
     if isinstance(x, Dequantized):
         raise ModelError("requantizing an activation on its own (DequantizeLinear -> QuantizeLinear) is not supported",
                          node=_nm(node), hint="quantize each activation once")
@@ -245,22 +397,28 @@ def _quantize(node, ins, st: _State):
 def _dequantize(node, ins, st: _State):
     x = ins[0]
     if isinstance(x, Quantized):
-        frac, _, _ = _qparams(node, ins)
-        t = st.tensors[x.tensor].type
-        if frac != t.frac:
-            raise ModelError(f"dequantizes with 2**-{frac} a tensor quantized with 2**-{t.frac}", node=_nm(node),
-                             hint="use the same scale in the QuantizeLinear / DequantizeLinear pair")
+        qp = _qparams(node, ins)
+        t = st.tensors[x.tensor]
+        if qp.scale != t.real_scale or qp.zero_point != t.zero_point:
+            if t.scale is None and qp.frac is not None and t.zero_point == qp.zero_point == 0:
+                raise ModelError(f"dequantizes with 2**-{qp.frac} a tensor quantized with 2**-{t.type.frac}",
+                                 node=_nm(node), hint="use the same scale in the QuantizeLinear / DequantizeLinear pair")
+            raise ModelError(f"dequantizes with scale {_describe(qp.scale, qp.zero_point)} a tensor quantized with "
+                             f"scale {_describe(t.real_scale, t.zero_point)}", node=_nm(node),
+                             hint="use the same scale and zero point in the QuantizeLinear / DequantizeLinear pair")
         return Dequantized(x.tensor)
     if isinstance(x, Const):
         if len(ins) < 2 or not isinstance(ins[1], Const):
             raise ModelError("the scale must be a constant", node=_nm(node))
-        frac, _, _ = _qparams(node, ins)
+        qp = _qparams(node, ins)
         q = np.asarray(x.values)
         if q.dtype.kind not in "iu":
             raise ModelError(f"dequantizes a {q.dtype} constant; expected integers", node=_nm(node))
         bits = q.dtype.itemsize * 8
-        t = FixedType(bits, q.dtype.kind == "i", frac)
-        return Const(np.ldexp(q.astype(np.float64), -frac), q.astype(np.int64), t)
+        frac = qp.frac
+        t = FixedType(bits, q.dtype.kind == "i", frac if frac is not None else 0)
+        values = (q.astype(np.float64) - qp.zero_point) * qp.scale
+        return Const(values, q.astype(np.int64), t, None if frac is not None else qp.scale, qp.zero_point)
     raise ModelError(f"DequantizeLinear of {type(x).__name__} is not supported", node=_nm(node))
 
 
@@ -292,25 +450,36 @@ def _features(x, st: _State) -> int | None:
     return None
 
 
-def _weight(node, w, transpose: bool) -> tuple[np.ndarray, FixedType]:
+def _weight(node, w, transpose: bool) -> tuple[np.ndarray, FixedType, float | None]:
+    """The weight's integers with its zero point subtracted, their type, and the float scale (None: a power
+    of two, 2**-type.frac)."""
     if not isinstance(w, Const) or w.q is None:
         raise ModelError("the weight must be a DequantizeLinear of an int8 or int16 constant", node=_nm(node),
                          hint="export with quantized weights (QDQ format)")
     q = w.q.T if transpose else w.q
     if q.ndim != 2:
         raise ModelError(f"the weight has shape {list(q.shape)}; expected two dimensions", node=_nm(node))
-    if w.type.bits not in (8, 16) or not w.type.signed:
+    if w.type.bits not in (8, 16):
         raise ModelError(f"weights of type {w.type.storage} are not supported", node=_nm(node),
                          hint="quantize weights to int8 or int16")
-    return q, w.type
+    if w.zero_point == 0 and w.type.signed:
+        return q.astype(np.int64), w.type, w.scale
+    # An asymmetric (or unsigned) weight: W - zp_w exactly, as int8 where it fits, else int16.
+    folded = q.astype(np.int64) - w.zero_point
+    lo, hi = int(folded.min(initial=0)), int(folded.max(initial=0))
+    bits = 8 if -128 <= lo and hi <= 127 else 16
+    if not -(1 << 15) <= lo <= hi < (1 << 15):
+        raise ModelError(f"the weight minus its zero point {w.zero_point} spans [{lo}, {hi}], beyond int16",
+                         node=_nm(node), hint="quantize 16-bit weights symmetrically (zero point 0)")
+    return folded, FixedType(bits, True, w.type.frac), w.scale
 
 
 def _matmul_start(node, x, w, trans_b: bool) -> PendingDense:
     if not isinstance(x, Dequantized):
         raise ModelError(f"the input of {node.op_type} must be a quantized activation (DequantizeLinear output)",
                          node=_nm(node), hint="quantize the input with QuantizeLinear/DequantizeLinear")
-    q, wt = _weight(node, w, trans_b)
-    return PendingDense(_nm(node), x.tensor, q, wt, None, False)
+    q, wt, scale = _weight(node, w, trans_b)
+    return PendingDense(_nm(node), x.tensor, q, wt, None, False, scale)
 
 
 def _gemm(node, ins, st: _State):
@@ -341,38 +510,84 @@ def _check_in_features(node, dense: PendingDense, st: _State) -> None:
 
 def _add(node, ins, st: _State):
     a, b = ins[0], ins[1]
-    if isinstance(b, PendingDense) and isinstance(a, Const):
+    if isinstance(b, (PendingDense, Dequantized)) and isinstance(a, Const):
         a, b = b, a
     if isinstance(a, PendingDense) and isinstance(b, Const):
         if a.bias is not None or a.relu:
             raise ModelError("a second bias after MatMul is not supported", node=_nm(node))
         return _add_bias(node, a, b, st)
+    if isinstance(a, Dequantized) and isinstance(b, Const):
+        return _bias_layer(node, a, b, st)
     raise ModelError("Add is supported as the bias of MatMul (MatMul -> Add with a constant) or as the sum of "
                      "two quantized activations", node=_nm(node),
                      hint="quantize both inputs with QuantizeLinear/DequantizeLinear")
 
 
+# Diagonal weights of a bias layer: 2**14 is the largest power of two of int16.
+_BIAS_LAYER_MAX_K = 14
+
+
+def _bias_layer(node, a: Dequantized, b: Const, st: _State) -> PendingDense:
+    """A quantized activation plus a constant (onnxruntime quantizes a MatMul's output before the bias Add):
+    a dense layer with diagonal weights 2**k, so the constant lands on a grid 2**k times finer than the
+    activation's. Power-of-two scales take the smallest k that holds the constant exactly; others 2**14."""
+    x = st.tensors[a.tensor]
+    n = x.features
+    k = _BIAS_LAYER_MAX_K
+    if x.scale is None and (b.q is None or b.scale is None):
+        needed = [0]
+        if b.q is not None:
+            needed.append(b.type.frac - x.type.frac)
+        else:
+            v = np.asarray(b.values, dtype=np.float64).reshape(-1)
+            exact = [j for j in range(_BIAS_LAYER_MAX_K + 1)
+                     if np.all(np.ldexp(v, x.type.frac + j) == np.round(np.ldexp(v, x.type.frac + j)))]
+            needed.append(exact[0] if exact else _BIAS_LAYER_MAX_K)
+        k = min(max(needed), _BIAS_LAYER_MAX_K)
+    wt = FixedType(8 if k <= 6 else 16, True, k)
+    weight = np.diag(np.full(n, 1 << k, dtype=np.int64))
+    dense = PendingDense(_nm(node), a.tensor, weight, wt, None, False, None)
+    return _add_bias(node, dense, b, st)
+
+
 def _add_bias(node, dense: PendingDense, b: Const, st: _State) -> PendingDense:
-    acc_frac = st.tensors[dense.x].type.frac + dense.weight_type.frac
+    x = st.tensors[dense.x]
     n = dense.weight.shape[1]
     values = np.asarray(b.values, dtype=np.float64).reshape(-1)
     if values.size == 1:
         values = np.full(n, values[0])
     if values.size != n:
         raise ModelError(f"the bias has {values.size} values for {n} output features", node=_nm(node))
+    pow2 = x.scale is None and dense.weight_scale is None
+    if pow2 and (b.q is None or b.scale is None):
+        # Power-of-two grids: the bias is shifted up exactly, or refused.
+        acc_frac = x.type.frac + dense.weight_type.frac
+        if b.q is not None:
+            shift = acc_frac - b.type.frac
+            if shift < 0:
+                raise ModelError(f"the bias has {b.type.frac} fractional bits, more than the accumulator's {acc_frac}",
+                                 node=_nm(node), hint="quantize the bias with scale = input scale x weight scale")
+            q = (np.broadcast_to(b.q.reshape(-1), (n,)).astype(np.int64) - b.zero_point) << shift
+        else:
+            scaled = np.ldexp(values, acc_frac)
+            if np.any(scaled != np.round(scaled)):
+                raise ModelError("the float bias is not on the accumulator grid (input scale x weight scale)",
+                                 node=_nm(node), hint="quantize the bias to int32 with scale = input scale x weight scale")
+            q = scaled.astype(np.int64)
+        return replace(dense, bias=q)
+    # Arbitrary scales: the bias's real value on the accumulator grid (s_x * s_w), rounded half to even when
+    # it is not on it (onnxruntime quantizes the bias with the float32 product, one rounding away).
+    w_scale = dense.weight_scale if dense.weight_scale is not None else 2.0 ** -dense.weight_type.frac
+    acc = Fraction(x.real_scale) * Fraction(w_scale)
     if b.q is not None:
-        shift = acc_frac - b.type.frac
-        if shift < 0:
-            raise ModelError(f"the bias has {b.type.frac} fractional bits, more than the accumulator's {acc_frac}",
-                             node=_nm(node), hint="quantize the bias with scale = input scale x weight scale")
-        q = np.broadcast_to(b.q.reshape(-1), (n,)).astype(np.int64) << shift
+        ints = np.broadcast_to(b.q.reshape(-1), (n,)).astype(np.int64) - b.zero_point
+        ratio = Fraction(b.real_scale) / acc
+        q = [round_fraction(int(v) * ratio, Rounding.CONV_EVEN) for v in ints]
     else:
-        scaled = np.ldexp(values, acc_frac)
-        if np.any(scaled != np.round(scaled)):
-            raise ModelError("the float bias is not on the accumulator grid (input scale x weight scale)",
-                             node=_nm(node), hint="quantize the bias to int32 with scale = input scale x weight scale")
-        q = scaled.astype(np.int64)
-    return replace(dense, bias=q)
+        q = [round_fraction(Fraction(float(v)) / acc, Rounding.CONV_EVEN) for v in values]
+    if any(abs(v) >= 1 << 62 for v in q):
+        raise ModelError("the bias is far beyond the accumulator's range", node=_nm(node))
+    return replace(dense, bias=np.array(q, dtype=np.int64))
 
 
 def _relu(node, ins, st: _State):
@@ -381,20 +596,68 @@ def _relu(node, ins, st: _State):
         if x.relu:
             return x
         return replace(x, relu=True)
-    raise ModelError("Relu is supported only after Gemm or MatMul+Add, before QuantizeLinear", node=_nm(node),
+    if isinstance(x, Dequantized) and _foldable_relu(node, x, st):
+        return PendingRelu(_nm(node), x.tensor)
+    raise ModelError("Relu is supported only after Gemm or MatMul+Add, before QuantizeLinear, or on the "
+                     "dequantized output of such a layer that nothing else reads", node=_nm(node),
                      hint="place Relu between the layer and its output QuantizeLinear")
 
 
-def _finish_dense(node, dense: PendingDense, out: FixedType, st: _State) -> Quantized:
+def _foldable_relu(node, x: Dequantized, st: _State) -> bool:
+    """Relu(DequantizeLinear(QuantizeLinear(layer))): foldable into the layer when the layer is an op (not
+    the graph input) and neither the quantized activation nor its dequantized view has another reader."""
+    if st.uses is None or not any(op.outputs == (x.tensor,) and "relu" in op.attrs for op in st.ops):
+        return False
+    # Every ONNX name that means this activation (its QuantizeLinear output, the DequantizeLinear output,
+    # views of either) is read exactly once: a chain with no branch, ending at this Relu.
+    aliases = [n for n, v in st.values.items() if v in (Quantized(x.tensor), Dequantized(x.tensor))]
+    return all(st.uses.get(n, 0) == 1 for n in aliases)
+
+
+def _finish_relu(node, pending: PendingRelu, qp: QParams, st: _State) -> Quantized:
+    """Fold Relu -> QuantizeLinear into the layer before it: same scale and zero point, so the Relu is
+    max(q, zero point) on the layer's own integers, which the layer's fused ReLU computes."""
+    t = st.tensors[pending.tensor]
+    same = (qp.scale == t.real_scale and qp.zero_point == t.zero_point and qp.bits == t.type.bits
+            and qp.signed == t.type.signed)
+    if not same:
+        raise ModelError(f"Relu between a tensor of scale {_describe(t.real_scale, t.zero_point)} and a "
+                         f"QuantizeLinear of scale {_describe(qp.scale, qp.zero_point)} requantizes an activation "
+                         "on its own, which is not supported", node=_nm(node),
+                         hint="quantize the Relu's input and output with the same scale and zero point, or put "
+                              "the Relu before the layer's QuantizeLinear")
+    name = node.output[0]
+    i = next(i for i, op in enumerate(st.ops) if op.outputs == (pending.tensor,))
+    op = st.ops[i]
+    st.ops[i] = replace(op, outputs=(name,), attrs={**op.attrs, "relu": True})
+    st.tensors = {(name if k == pending.tensor else k): (replace(v, name=name) if k == pending.tensor else v)
+                  for k, v in st.tensors.items()}
+    return Quantized(name)
+
+
+def _finish_dense(node, dense: PendingDense, qp: QParams, st: _State) -> Quantized:
     x = st.tensors[dense.x]
     n = dense.weight.shape[1]
+    weight = dense.weight.astype(np.int64)
     bias = dense.bias if dense.bias is not None else np.zeros(n, dtype=np.int64)
+    bias = bias.astype(np.int64)
+    if x.zero_point:
+        # (q_x - zp_x) @ W + b = q_x @ W + (b - zp_x * sum_k W[k, :]), exactly.
+        bias = bias - np.int64(x.zero_point) * weight.sum(axis=0)
     name = node.output[0]
-    st.tensors[name] = Tensor(name, n, out)
-    shift = x.type.frac + dense.weight_type.frac - out.frac
-    st.ops.append(Op(dense.node, "dense", (dense.x,), (name,),
-                     {"relu": dense.relu, "shift": shift, "weight_type": dense.weight_type},
-                     {"weight": dense.weight.astype(np.int64), "bias": bias.astype(np.int64)}))
+    out = qp.activation(name, n)
+    st.tensors[name] = out
+    attrs = {"relu": dense.relu, "shift": 0, "weight_type": dense.weight_type}
+    if x.scale is None and dense.weight_scale is None and out.scale is None:
+        attrs["shift"] = x.type.frac + dense.weight_type.frac - out.type.frac
+    else:
+        # float64 product of float32 scales (exact), divided once: the real requantization ratio.
+        w_scale = dense.weight_scale if dense.weight_scale is not None else 2.0 ** -dense.weight_type.frac
+        multiplier, shift = choose_multiplier(x.real_scale * w_scale / out.real_scale)
+        attrs["shift"] = shift
+        if multiplier != 1:
+            attrs["multiplier"] = multiplier
+    st.ops.append(Op(dense.node, "dense", (dense.x,), (name,), attrs, {"weight": weight, "bias": bias}))
     return Quantized(name)
 
 
