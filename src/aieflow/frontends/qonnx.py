@@ -1,7 +1,8 @@
 """QONNX models (Quant, BipolarQuant and Trunc nodes between Gemm / MatMul / Add / Relu) into the aieflow Graph.
 
-The model is first cleaned by qonnx itself (qonnx.util.cleanup.cleanup_model: shape inference, constant
-folding of everything but the quantizers, unique readable names). Then, as in the QDQ frontend, each ONNX
+The model is first cleaned by qonnx itself (the transforms of qonnx.util.cleanup.cleanup_model: shape
+inference, constant folding of everything but the quantizers; node names are kept where they are unique, so
+errors name the nodes the user wrote). Then, as in the QDQ frontend, each ONNX
 tensor is given a symbolic meaning as the nodes are visited in order: the float graph input, a quantized
 activation (a Quant output: QONNX has no separate dequantize, a Quant output is its own float view), an
 exact constant (a weight or bias after its Quant), or a layer in progress (MatMul/Gemm, bias, ReLU) that the
@@ -159,7 +160,6 @@ def import_qonnx(path_or_model, name: str | None = None) -> Imported:
     _need_qonnx()
     import onnx
     from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.util.cleanup import cleanup_model
 
     if isinstance(path_or_model, (str, Path)):
         path = Path(path_or_model)
@@ -179,7 +179,7 @@ def import_qonnx(path_or_model, name: str | None = None) -> Imported:
         raise ModelError("the model has no graph nodes", hint="give a QONNX model (onnx.ModelProto or .onnx file)")
     name = name or proto.graph.name or "model"
     try:
-        model = cleanup_model(ModelWrapper(onnx.ModelProto.FromString(proto.SerializeToString())))
+        model = _cleanup(ModelWrapper(onnx.ModelProto.FromString(proto.SerializeToString())))
     except ModelError:
         raise
     except Exception as e:  # noqa: BLE001 - qonnx's transforms fail with many exception types
@@ -187,6 +187,29 @@ def import_qonnx(path_or_model, name: str | None = None) -> Imported:
                          hint="check the model with qonnx.util.cleanup and onnx.checker first") from None
     graph, onnx_names = _convert(model, name)
     return Imported(graph, "qonnx", _reference(model, graph, onnx_names))
+
+
+def _cleanup(model):
+    """qonnx.util.cleanup.cleanup_model's transforms, keeping the model's own node and tensor names (errors
+    name the nodes the user wrote) unless they are missing or repeated."""
+    from qonnx.transformation.fold_constants import FoldConstants
+    from qonnx.transformation.general import (GiveUniqueNodeNames, GiveUniqueParameterTensors,
+                                              RemoveStaticGraphInputs, RemoveUnusedTensors)
+    from qonnx.transformation.infer_shapes import InferShapes
+    from qonnx.transformation.quant_constant_folding import FoldTransposeIntoQuantInit
+
+    for node in model.graph.node:  # as cleanup_model does: qonnx's executor finds its ops by this domain
+        if node.op_type in QONNX_OPS and node.domain in ("", "onnx.brevitas", "finn.custom_op.general"):
+            node.domain = "qonnx.custom_op.general"
+    for t in (InferShapes(), GiveUniqueParameterTensors(),
+              FoldConstants(exclude_op_types=["Quant", "IntQuant", "BipolarQuant", "QuantizeLinear",
+                                              "DequantizeLinear"]),
+              FoldTransposeIntoQuantInit(), RemoveUnusedTensors(), RemoveStaticGraphInputs()):
+        model = model.transform(t)
+    names = [n.name for n in model.graph.node]
+    if any(not n for n in names) or len(set(names)) != len(names):
+        model = model.transform(GiveUniqueNodeNames())
+    return model
 
 
 def _reference(model, graph: Graph, onnx_names: dict):
@@ -292,7 +315,9 @@ def _convert(model, name: str) -> tuple[Graph, dict]:
     return Graph(name, st.tensors, tuple(st.ops), tuple(ir_inputs), tuple(outputs)).validate(), onnx_names
 
 
-def _nm(node) -> str:
+def _nm(node) -> str | None:
+    if node is None:
+        return None
     return node.name or f"{node.op_type}({', '.join(node.output)})"
 
 
