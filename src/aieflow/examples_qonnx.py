@@ -9,7 +9,8 @@ exact (each accumulator, and each value a Quant rounds, below 2**23 in units of 
 result is the model's exact integer semantics and the emulator must equal it bit for bit.
 
 `qonnx_inputs(spec, n, rng)` gives float inputs on the input Quant's grid, halfway between two steps (ties on
-both signs), beyond both ends (saturation), and random values.
+both signs), beyond both ends (saturation), and random values (on a 2**-6 grid of steps, which keeps qonnx's
+float32 x / scale + zeropt exact).
 """
 
 from __future__ import annotations
@@ -230,6 +231,9 @@ def qonnx_inputs(spec: ModelSpec, n: int, rng: np.random.Generator) -> np.ndarra
     base = rng.integers(lo - 2, hi + 3, size).astype(np.float64)
     v = np.where(kinds == 0, base, np.where(kinds == 1, base + 0.5, base + rng.uniform(-1, 1, size)))
     v[kinds == 3] = rng.uniform(lo - 4, hi + 4, int(np.sum(kinds == 3)))
+    # On a 2**-6 grid of steps: still near-ties on both sides, and x / scale + zeropt stays exact in qonnx's
+    # float32 arithmetic (below 2**17 steps), so a zero point does not make the reference round differently.
+    v = np.round(v * 64) / 64
     m = min(len(special), size)
     v[:m] = special[:m]
     rng.shuffle(v)
