@@ -115,7 +115,7 @@ def _ap_type(precision, layer: str, what: str) -> ApType:
     else:
         raise ModelError(f"{what} type {text} is not a fixed-point type", node=layer,
                          hint="give the layer ap_fixed / ap_int precisions (not 'auto' floats or exponents)")
-    q, o = "AP_" + rnd.replace("AP_", "").upper(), "AP_" + sat.replace("AP_", "").upper()
+    q, o = (m.upper() if m.upper().startswith("AP_") else "AP_" + m.upper() for m in (rnd, sat))
     if o in AP_NO_NATIVE_MODE:
         raise ModelError(f"{what} type {text}: overflow mode {o} has no exact AIE-ML equivalent", node=layer,
                          hint="use SAT, SAT_SYM or WRAP")
