@@ -62,7 +62,7 @@ def _rand_mode(rng) -> str:
 
 def _act_spec(rng, bits: int | None = None, signed: bool | None = None) -> QSpec:
     if bits is None:
-        bits = int(rng.choice([2, 3, 4, 5, 6, 7, 8, 8, 8, 10, 12, 16, 16]))
+        bits = int(rng.choice([2, 3, 4, 5, 6, 7, 8, 8, 8, 9, 10, 11, 12, 13, 14, 15, 16, 16]))
     if signed is None:
         signed = bits > 8 or bool(rng.integers(2))
     narrow = bool(signed and rng.integers(4) == 0)
@@ -114,7 +114,7 @@ def random_spec(rng: np.random.Generator) -> ModelSpec:
             spec.layers.append({"kind": "requant", "out": out, "relu": relu, "shift": shift})
             cur = out
             continue
-        w_bits = int(rng.choice([2, 3, 4, 5, 6, 8, 8, 8, 12, 16]))
+        w_bits = int(rng.choice([2, 3, 4, 5, 6, 7, 8, 8, 8, 10, 12, 14, 16]))
         w = QSpec(w_bits, True, bool(rng.integers(2)), int(rng.integers(0, w_bits + 2)), 0, _rand_mode(rng))
         xmag = cur.magnitude
         wlim = min(w.qmax, max(1, (BOUND // 4) // max(1, k * xmag)) - 1)
