@@ -101,7 +101,7 @@ def test_onnxruntime_quantized_mlps(case, tmp_path):
     path = tmp_path / "q.onnx"
     model = tools.ort_quantized_mlp(path, sizes, seed=case, **options)
     assert {n.op_type for n in model.graph.node} >= {"QuantizeLinear", "DequantizeLinear"}
-    x = tools.test_inputs(model, 400, seed=case)
+    x = tools.sample_inputs(model, 400, seed=case)
     layers, whole, design, imp = _measure(path, x)
     g = imp.graph
     assert any(int(op.attrs.get("multiplier", 1)) != 1 for op in g.ops)  # really non-power-of-two scales
@@ -127,7 +127,7 @@ def test_torch_fake_quant_mlps(activation, symmetric, tmp_path):
                    if n.op_type == "Constant" and n.attribute[0].t.data_type in (TensorProto.UINT8, TensorProto.INT8)]
     if not symmetric:
         assert any(int(z) != 0 for z in zero_points)
-    x = tools.test_inputs(model, 400, seed=3)
+    x = tools.sample_inputs(model, 400, seed=3)
     layers, whole, _, imp = _measure(path, x)
     assert [op.kind for op in imp.graph.ops] == ["dense", "dense"]
     for name, (values, mismatches, max_lsb) in layers.items():
@@ -148,7 +148,7 @@ def test_reference_handles_a_fixed_batch_and_the_input_alone(tmp_path):
         dim.Clear()
         dim.dim_value = 4
     imp = import_onnx(model)
-    x = tools.test_inputs(model, 10, seed=1)  # 10 rows through a batch of 4: padded, then cut
+    x = tools.sample_inputs(model, 10, seed=1)  # 10 rows through a batch of 4: padded, then cut
     ref = imp.reference(x)
     whole = import_onnx(path).reference(x)
     assert all(np.array_equal(ref[k], whole[k]) for k in whole)
@@ -295,7 +295,7 @@ def test_full_matrix_of_tool_models(tmp_path):
     for i in range(MATRIX_MODELS):
         path = tmp_path / f"m{i}.onnx"
         what = _random_tool_model(i, path)
-        x = tools.test_inputs(onnx.load(str(path)), MATRIX_INPUTS, seed=i)
+        x = tools.sample_inputs(onnx.load(str(path)), MATRIX_INPUTS, seed=i)
         layers, whole, _, _ = _measure(path, x)
         exact_models += whole[1] == 0
         exact_layers_models += all(m == 0 for _, m, _ in layers.values())

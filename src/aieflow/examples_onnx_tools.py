@@ -50,8 +50,8 @@ def _check_sizes(sizes) -> list[int]:
 
 
 def float_mlp(sizes, *, seed=0, relu=True, form: str = "gemm", opset: int = 17):
-    """The float MLP `sizes[0] -> ... -> sizes[-1]` (ReLU after every hidden layer, `relu` for the last too
-    when it is True for all: `relu` may be a list, one flag per layer) as an onnx.ModelProto."""
+    """The float MLP `sizes[0] -> ... -> sizes[-1]` as an onnx.ModelProto: Gemm (or MatMul + Add) per layer,
+    then a ReLU where `relu` says (one flag for every layer, or a list with one per layer)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -156,13 +156,14 @@ def ort_quantized_mlp(path, sizes=(16, 32, 8), *, seed=0, relu=True, form: str =
 
 
 def _affine(lo: float, hi: float, qmin: int, qmax: int, symmetric: bool) -> tuple[float, int]:
-    """Scale and zero point covering [lo, hi] (widened to hold 0), as PyTorch's MinMax observers choose them."""
+    """Scale and zero point covering [lo, hi] (widened to hold 0), as PyTorch's MinMax observers choose them
+    (a scale of at least float32's eps)."""
     lo, hi = min(lo, 0.0), max(hi, 0.0)
+    eps = float(np.finfo(np.float32).eps)
     if symmetric:
-        bound = max(-lo, hi, 1e-8)
-        scale = float(np.float32(2 * bound / (qmax - qmin)))
+        scale = float(np.float32(max(2 * max(-lo, hi) / (qmax - qmin), eps)))
         return scale, (qmin + qmax + 1) // 2 if qmin == 0 else 0
-    scale = float(np.float32(max(hi - lo, 1e-8) / (qmax - qmin)))
+    scale = float(np.float32(max((hi - lo) / (qmax - qmin), eps)))
     zp = int(np.clip(qmin - round(lo / scale), qmin, qmax))
     return scale, zp
 
@@ -240,7 +241,7 @@ def torch_fakequant_mlp(path, sizes=(16, 32, 8), *, seed=0, relu=True, activatio
     return onnx.load(str(path))
 
 
-def test_inputs(model_or_sizes, n: int, seed: int = 0) -> np.ndarray:
+def sample_inputs(model_or_sizes, n: int, seed: int = 0) -> np.ndarray:
     """float32 inputs for comparing with the reference: calibration-like values, a few far outside the
     calibrated range (saturation) and some exact zeros."""
     k = int(model_or_sizes[0]) if not hasattr(model_or_sizes, "graph") else \
@@ -252,5 +253,3 @@ def test_inputs(model_or_sizes, n: int, seed: int = 0) -> np.ndarray:
     x = np.where(kind == 1, 0.0, x)
     return x.astype(np.float32)
 
-
-test_inputs.__test__ = False  # not a pytest test
