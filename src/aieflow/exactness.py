@@ -17,7 +17,7 @@ from .errors import ModelError
 from .ir import Graph, Op
 from .numerics import requantize, srs
 
-DEFAULT_SAMPLES = 512
+DEFAULT_SAMPLES = 256
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,11 @@ def evaluate_op(op: Op, graph: Graph, values: dict[str, np.ndarray]) -> np.ndarr
     out = graph.tensors[op.outputs[0]]
     if op.kind == "dense":
         x = np.asarray(values[op.inputs[0]], dtype=np.int64)
-        acc = x @ op.params["weight"].astype(np.int64) + op.params["bias"].astype(np.int64)[None, :]
+        w = op.params["weight"].astype(np.int64)
+        # float64 BLAS is exact while every partial sum stays below 2**53; int64 matmul is exact but slow.
+        bound = int(np.abs(x).max(initial=0)) * int(np.abs(w).sum(axis=0).max(initial=0))
+        prod = (x.astype(np.float64) @ w.astype(np.float64)).astype(np.int64) if bound < 2**53 else x @ w
+        acc = prod + op.params["bias"].astype(np.int64)[None, :]
         return requantize(acc, int(op.attrs.get("multiplier", 1)), int(op.attrs["shift"]), out.zero_point,
                           out.type, bool(op.attrs.get("relu", False)))
     if op.kind == "add":

@@ -384,7 +384,14 @@ def _last_use(plans, g) -> dict[int, list[str]]:
 
 @functools.lru_cache(maxsize=None)
 def cuda_available() -> bool:
-    """True when PyTorch is importable and sees a CUDA device (asked once per process)."""
+    """True when PyTorch is importable and sees a CUDA device (asked once per process).
+
+    Importing torch takes seconds, so a machine without the NVIDIA driver is answered without it.
+    """
+    import os
+
+    if not os.path.exists("/proc/driver/nvidia") and not os.environ.get("CUDA_VISIBLE_DEVICES"):
+        return False
     try:
         import torch
     except ImportError:
