@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .numerics import FixedType, requantize, round_shift
+from .numerics import requantize, round_shift
 
 DOMAIN = "qonnx.custom_op.general"
 MODES = ("ROUND", "HALF_EVEN", "CEIL", "FLOOR", "UP", "DOWN", "HALF_UP", "HALF_DOWN")
@@ -265,5 +265,4 @@ def run_graph(graph, q: np.ndarray, stats: dict | None = None) -> dict[str, np.n
     return vals
 
 
-__all__ = ["QSpec", "ModelSpec", "random_spec", "build_qonnx", "random_qonnx_mlp", "qonnx_inputs", "run_graph",
-           "FixedType"]
+__all__ = ["QSpec", "ModelSpec", "random_spec", "build_qonnx", "random_qonnx_mlp", "qonnx_inputs", "run_graph"]
