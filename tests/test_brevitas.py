@@ -14,10 +14,11 @@ import warnings
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("brevitas")
-pytest.importorskip("qonnx")
-pytest.importorskip("onnxoptimizer")  # Brevitas' ONNX export needs it
+# `make test` installs the frontends' extras: a missing one is a failure here, not a skip.
+import brevitas  # noqa: E402,F401
+import onnxoptimizer  # noqa: E402,F401  (Brevitas' ONNX export needs it)
+import qonnx  # noqa: E402,F401
+import torch  # noqa: E402
 
 import aieflow  # noqa: E402
 from aieflow.errors import ModelError  # noqa: E402
