@@ -61,11 +61,9 @@ def import_model(model, example_input=None) -> Imported:
             from .frontends.qonnx import import_qonnx
 
             return import_qonnx(model)
-        from .frontends import onnx_qdq
+        from .frontends.onnx_qdq import import_onnx
 
-        if hasattr(onnx_qdq, "import_onnx"):
-            return onnx_qdq.import_onnx(model)
-        return Imported(onnx_qdq.load_onnx(model), "onnxruntime")
+        return import_onnx(model)
     kind = type(model)
     module = kind.__module__ or ""
     if any(c.__module__.startswith("torch.nn") and c.__name__ == "Module" for c in kind.__mro__):

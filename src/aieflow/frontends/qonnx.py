@@ -193,8 +193,8 @@ def _cleanup(model):
     """qonnx.util.cleanup.cleanup_model's transforms, keeping the model's own node and tensor names (errors
     name the nodes the user wrote) unless they are missing or repeated."""
     from qonnx.transformation.fold_constants import FoldConstants
-    from qonnx.transformation.general import (GiveUniqueNodeNames, GiveUniqueParameterTensors,
-                                              RemoveStaticGraphInputs, RemoveUnusedTensors)
+    from qonnx.transformation.general import (GiveUniqueParameterTensors, RemoveStaticGraphInputs,
+                                              RemoveUnusedTensors)
     from qonnx.transformation.infer_shapes import InferShapes
     from qonnx.transformation.quant_constant_folding import FoldTransposeIntoQuantInit
 
@@ -206,9 +206,24 @@ def _cleanup(model):
                                               "DequantizeLinear"]),
               FoldTransposeIntoQuantInit(), RemoveUnusedTensors(), RemoveStaticGraphInputs()):
         model = model.transform(t)
-    names = [n.name for n in model.graph.node]
-    if any(not n for n in names) or len(set(names)) != len(names):
-        model = model.transform(GiveUniqueNodeNames())
+    # Name only the nodes that have no name or share one (OpType_index, as GiveUniqueNodeNames would), so
+    # errors still name the nodes the user named.
+    seen: dict[str, int] = {}
+    for n in model.graph.node:
+        seen[n.name] = seen.get(n.name, 0) + 1
+    taken = set(seen)
+    counter: dict[str, int] = {}
+    for n in model.graph.node:
+        if n.name and seen[n.name] == 1:
+            continue
+        while True:
+            i = counter.get(n.op_type, 0)
+            counter[n.op_type] = i + 1
+            name = f"{n.op_type}_{i}"
+            if name not in taken:
+                break
+        taken.add(name)
+        n.name = name
     return model
 
 
