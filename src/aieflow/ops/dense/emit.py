@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import DesignError
-from ...numerics import FixedType
+from ...numerics import FixedType, Saturation
 from ...report.progress import progress
 from ...templating import environment
 from . import loop_blocking
@@ -42,6 +42,75 @@ def left_upshift(shift: int, out: FixedType) -> int:
     way), so the shift is capped at the output's width, and int32 << 16 cannot overflow 64 bits.
     """
     return min(-shift, out.bits) if shift < 0 else 0
+
+
+def requantizes(op, graph) -> bool:
+    """Whether a layer's end needs more than the plain SRS (and ReLU at 0): a multiplier, an output zero
+    point, or an output type narrower than its storage (numerics.requantize)."""
+    y = graph.tensors[op.outputs[0]]
+    return int(op.attrs.get("multiplier", 1)) != 1 or y.zero_point != 0 or y.type.bits != y.type.storage_bits
+
+
+def requant_constants(op, graph) -> dict:
+    """The numbers dense.h's requantize() reads from a layer struct (see its comments), from the op's
+    multiplier, shift and ReLU and the output tensor's type and zero point.
+
+    W (wide_t) is the output's storage type when the zero point is 0, else twice as wide. Saturating modes
+    clamp the rounded values to [LO, HI], the output's range (the symmetric one for SYMMETRIC, from the zero
+    point up with ReLU) less the zero point, then add the zero point; a clamp W's own SRS already does is
+    skipped. Saturation none adds the zero point and keeps the low bits (see dense.h).
+    """
+    y_t = graph.tensors[op.outputs[0]]
+    y = y_t.type
+    zp = int(y_t.zero_point)
+    relu = bool(op.attrs.get("relu", False))
+    storage = y.storage_bits
+    wide_bits = storage if zp == 0 else 2 * storage
+    wide_signed = y.signed or zp != 0
+    wide_t = y.storage if zp == 0 else f"int{wide_bits}"
+    lo = y.qmin + (1 if y.saturation is Saturation.SYMMETRIC and y.signed else 0)
+    hi = y.qmax
+    if relu:
+        lo = max(lo, zp)
+    # The range W's SRS leaves (the symmetric one too): a clamp at or beyond it changes nothing.
+    w_lo = -(1 << (wide_bits - 1)) if wide_signed else 0
+    w_hi = (1 << (wide_bits - 1)) - 1 if wide_signed else (1 << wide_bits) - 1
+    wrap_shift = wide_bits - y.bits
+    wrap_bias = (1 << (y.bits - 1)) if (not y.signed and wide_signed and wrap_shift) else 0
+    return {
+        "requant": requantizes(op, graph),
+        "describe": f"{y.describe()}, zero point {zp}",
+        "multiplier": int(op.attrs.get("multiplier", 1)),
+        "zero_point": zp,
+        "bits": y.bits,
+        "wide_t": wide_t,
+        "narrow_tag": "acc32" if wide_bits <= 16 else "acc64",
+        "wrap": y.saturation is Saturation.NONE,
+        "lo": lo - zp, "hi": hi - zp,
+        "clamp_lo": lo - zp > w_lo, "clamp_hi": hi - zp < w_hi,
+        "wrap_offset": zp - wrap_bias, "wrap_shift": wrap_shift, "wrap_bias": wrap_bias,
+    }
+
+
+def finish_vector_ops(op, graph) -> int:
+    """Vector operations the requantizing finish issues per cascade word beyond the plain SRS and ReLU (0 for
+    a layer that does not requantize): a rough count for the cycle model (dense.cycle_terms' finish_ops)."""
+    if not requantizes(op, graph):
+        return 0
+    c = requant_constants(op, graph)
+    ops = 2 if c["multiplier"] != 1 else 0  # read as int32, multiply
+    shift = int(op.attrs["shift"])
+    if shift < 0:
+        ops += 2  # read as int32, upshift into acc64
+    if c["wrap"]:
+        ops += sum(1 for k in ("wrap_offset", "wrap_bias") if c[k]) + (2 if c["wrap_shift"] else 0)
+        ops += 0 if op.attrs.get("relu", False) else -1  # the plain path's ReLU is counted as its own
+    else:
+        ops += int(c["clamp_lo"]) + int(c["clamp_hi"]) + (1 if c["zero_point"] else 0)
+        ops -= 1 if op.attrs.get("relu", False) else 0  # ReLU is folded into the low clamp
+    if c["zero_point"]:
+        ops += 2  # widen into an accumulator and SRS into the storage type
+    return max(ops, 0)
 
 
 @dataclass(frozen=True)
@@ -146,10 +215,17 @@ def _params_context(design, layer, ns: str) -> dict:
 
 
 def sources(design, layers: list[tuple[object, str]]) -> dict[str, str]:
-    """Kernel and parameter files of the dense layers `layers` ((Layer, C identifier) pairs)."""
-    files = {"src/kernels/dense.h": _ENV.get_template("dense.h.j2").render()}
+    """Kernel and parameter files of the dense layers `layers` ((Layer, C identifier) pairs).
+
+    The requantization code (dense.h requantize, the layer structs' REQUANT constants) is written only into
+    designs with a layer that needs it, so a design of plain SRS layers gets exactly the files it always got.
+    """
+    requant = any(requantizes(layer.op, design.graph) for layer, _ in layers)
+    files = {"src/kernels/dense.h": _ENV.get_template("dense.h.j2").render(requant=requant)}
     for layer, ns in progress(layers, description="weight headers"):
         ctx = _layer_context(design, layer, ns)
+        ctx["requant"] = requant
+        ctx["rq"] = requant_constants(layer.op, design.graph)
         files[f"src/kernels/{ns}.h"] = _ENV.get_template("layer.h.j2").render(**ctx)
         files[f"src/kernels/{ns}.cpp"] = _ENV.get_template("layer.cpp.j2").render(**ctx)
         files[f"src/params/{ns}.h"] = _ENV.get_template("params.h.j2").render(**_params_context(design, layer, ns))
