@@ -267,7 +267,7 @@ def emulate(layer, graph: Graph, inputs: dict[str, np.ndarray]) -> dict[str, np.
     return streams
 
 
-def cycle_terms(cfg: Config, device: Device) -> dict[str, int]:
+def cycle_terms(cfg: Config, device: Device, finish_ops: int = 0) -> dict[str, int]:
     """What the slowest kernel of the layer spends per graph iteration, term by term (catalog figures).
 
     Compute terms add up:
@@ -280,6 +280,9 @@ def cycle_terms(cfg: Config, device: Device) -> dict[str, int]:
                   the SRS and store) does not fit under the next block's MACs: the hand-off uses the
                   move and store slots, which a software-pipelined loop issues beside the vector MACs
       per call    kernel entry, buffer locks and loop set-up
+    `finish_ops` is what a requantizing layer's finish issues per cascade word beyond the plain SRS and ReLU
+    (dense.emit.finish_vector_ops: the multiply, the zero point, the clamps or the wrap, the narrowing; 0 for
+    a plain layer): one vector operation a cycle, added to the hand-off of a chain's last kernel.
     Terms named "stream ..." are not added: a kernel's input and output move over its 32-bit (AIE-ML) DMA
     streams while the ping-pong buffers let compute run, so the kernel takes the largest of its compute
     and its streams.
@@ -299,12 +302,13 @@ def cycle_terms(cfg: Config, device: Device) -> dict[str, int]:
     store = -(-m * n * cfg.out_bits // gen.vector_store_bits)
     # The slowest kernel's hand-off per block: a lone kernel stores; the last of a chain reads the cascade
     # and stores; a middle one reads and writes the cascade.
+    finish = store + finish_ops * cascade_words
     if cfg.cas_length == 1:
-        hand_off = store
+        hand_off = finish
     elif cfg.cas_length == 2:
-        hand_off = cascade_words + store
+        hand_off = cascade_words + finish
     else:
-        hand_off = max(2 * cascade_words, cascade_words + store)
+        hand_off = max(2 * cascade_words, cascade_words + finish)
     loop_per_block = steps * step_cycles // (group_rows * group_cols)
     stream_bytes = gen.core_stream_bits // 8
     return {
