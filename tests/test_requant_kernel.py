@@ -49,6 +49,7 @@ class Spec:
     relu: bool
     n: int
     w_bits: int = 8
+    sat: Saturation | None = None  # None: the design's rotation of modes
 
 
 # 8-bit containers: int8 input; outputs of 2..8 bits, signed and unsigned, with and without zero points.
@@ -68,11 +69,15 @@ SPECS_8 = [
     Spec(8, True, 3, "left", False, 18),
     Spec(2, False, 1, "one", False, 8),
     Spec(8, False, 0, "ratio", False, 16),
+    Spec(3, False, 0, "ratio", True, 16, sat=Saturation.NONE),
+    Spec(8, False, 0, "tie", False, 16, sat=Saturation.NONE),
+    Spec(8, True, 0, "ratio", False, 16, sat=Saturation.NONE),
+    Spec(5, True, -3, "one", False, 16, sat=Saturation.SYMMETRIC),
 ]
 # 16-bit containers: int16 input and outputs of 9..16 bits, int8 and int16 weights (acc32 and acc64), and
 # the moves between 8 and 16 bits.
 SPECS_16 = [
-    Spec(16, True, -1000, "ratio", False, 16),
+    Spec(16, True, -1000, "ratio", False, 16, sat=Saturation.SATURATE),
     Spec(12, True, 0, "tie", True, 13, w_bits=16),
     Spec(9, True, -3, "one", False, 16),
     Spec(16, True, 0, "left", True, 16, w_bits=16),
@@ -82,6 +87,10 @@ SPECS_16 = [
     Spec(10, True, -200, "left", False, 21, w_bits=16),
     Spec(15, True, 5, "ratio", True, 16, w_bits=16),
     Spec(14, True, 0, "one", False, 16, w_bits=16),
+    Spec(11, True, 0, "ratio", False, 16, sat=Saturation.SATURATE),
+    Spec(16, True, 0, "ratio", True, 16, sat=Saturation.SATURATE),
+    Spec(12, True, -9, "tie", False, 16, sat=Saturation.SYMMETRIC),
+    Spec(16, True, 1234, "ratio", False, 16, sat=Saturation.NONE),
 ]
 
 
@@ -95,7 +104,7 @@ def _layers(specs: list[Spec], in_type: FixedType, k0: int, seed: int, offset: i
     cur, cur_t, k = "x", in_type, k0
     for i, s in enumerate(specs):
         rounding = ROUNDINGS[(i + offset) % len(ROUNDINGS)]
-        saturation = SATURATIONS[(i + offset) % len(SATURATIONS)]
+        saturation = s.sat or SATURATIONS[(i + offset) % len(SATURATIONS)]
         if saturation is Saturation.SYMMETRIC and not s.signed:
             saturation = Saturation.SATURATE  # symmetric saturation is for signed types (UG1529)
         y_t = FixedType(s.bits, s.signed, 0, rounding, saturation)
@@ -152,6 +161,16 @@ def test_the_designs_cover_what_requantization_adds(designs):
     assert any(l.op.attrs["relu"] and g.tensors[l.op.outputs[0]].zero_point != 0 for l, g in layers)
     assert any(int(l.op.attrs.get("multiplier", 1)) != 1 and l.op.attrs["shift"] < 0 for l, _ in layers)
     assert {l.config.acc_bits for l, _ in layers} == {32, 64}
+    # every way requantize() goes: output storage, the wide type or the storage type, mode, narrow or full
+    paths = {(t.type.storage, t.zero_point != 0, t.type.saturation, t.type.bits < t.type.storage_bits)
+             for t in types}
+    for storage in ("int8", "uint8", "int16"):
+        for sat in Saturation:
+            if storage == "uint8" and sat is Saturation.SYMMETRIC:
+                continue
+            for wide in (True, False):
+                for narrow in (True, False):
+                    assert (storage, wide, sat, narrow) in paths or not (wide or narrow), (storage, wide, sat, narrow)
 
 
 # --- the kernels alone ---------------------------------------------------------------------------------------
@@ -287,12 +306,12 @@ def test_layer_constants_are_the_designs(designs):
         assert f"MULTIPLIER = {int(layer.op.attrs.get('multiplier', 1))};" in text
         assert f"ZERO_POINT = {y.zero_point};" in text and f"BITS = {y.type.bits};" in text
         assert f"WRAP = {'true' if y.type.saturation is Saturation.NONE else 'false'};" in text
-        assert finish_vector_ops(layer.op, g) >= 0
+        assert finish_vector_ops(layer, g) >= 0
 
 
 def test_cycle_model_charges_the_extra_finish(designs):
     layer = designs["16"].layers[0]
-    ops = finish_vector_ops(layer.op, designs["16"].graph)
+    ops = finish_vector_ops(layer, designs["16"].graph)
     assert ops > 0
     base = dense.cycle_terms(layer.config, designs["16"].device)
     more = dense.cycle_terms(layer.config, designs["16"].device, finish_ops=ops)

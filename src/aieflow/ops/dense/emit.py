@@ -4,7 +4,9 @@ The project writer (aieflow.emit) asks this module for two things only: the sour
 layer of a design (`sources`) and the graph code of one layer (`graph_fragment`). Everything the kernels
 compute comes from the Design: the packed weights and bias, the microtile, the shift and the output type's
 rounding and saturation, so the emitted kernels and the emulator (kernel_partial / kernel_finish) read the
-same numbers and follow the same layouts (see this package's docstring).
+same numbers and follow the same layouts (see this package's docstring). A layer that requantizes (an
+integer multiplier, an output zero point, an output narrower than its storage: numerics.requantize) gets
+the constants of requant_constants in its layer struct and dense.h's requantize() as its finish.
 """
 
 from __future__ import annotations
@@ -92,25 +94,25 @@ def requant_constants(op, graph) -> dict:
     }
 
 
-def finish_vector_ops(op, graph) -> int:
-    """Vector operations the requantizing finish issues per cascade word beyond the plain SRS and ReLU (0 for
-    a layer that does not requantize): a rough count for the cycle model (dense.cycle_terms' finish_ops)."""
+def finish_vector_ops(layer, graph) -> int:
+    """Vector operations dense.h's requantize() issues per cascade word beyond the plain finish (SRS, ReLU),
+    0 for a layer that does not requantize: a count for the cycle model (dense.cycle_terms' finish_ops)."""
+    op = layer.op
     if not requantizes(op, graph):
         return 0
     c = requant_constants(op, graph)
+    shift, relu = int(op.attrs["shift"]), bool(op.attrs.get("relu", False))
+    plain = (3 if shift < 0 else 1) + int(relu)  # [read as int32, upshift,] SRS; max
     ops = 2 if c["multiplier"] != 1 else 0  # read as int32, multiply
-    shift = int(op.attrs["shift"])
-    if shift < 0:
-        ops += 2  # read as int32, upshift into acc64
+    acc32 = c["multiplier"] == 1 and layer.config.acc_bits == 32
+    ops += 3 if shift < 0 or (c["wide_t"] == "int32" and acc32) else 1  # (read, upshift into acc64,) SRS
     if c["wrap"]:
-        ops += sum(1 for k in ("wrap_offset", "wrap_bias") if c[k]) + (2 if c["wrap_shift"] else 0)
-        ops += 0 if op.attrs.get("relu", False) else -1  # the plain path's ReLU is counted as its own
-    else:
-        ops += int(c["clamp_lo"]) + int(c["clamp_hi"]) + (1 if c["zero_point"] else 0)
-        ops -= 1 if op.attrs.get("relu", False) else 0  # ReLU is folded into the low clamp
-    if c["zero_point"]:
-        ops += 2  # widen into an accumulator and SRS into the storage type
-    return max(ops, 0)
+        ops += int(c["wrap_offset"] != 0) + 2 * int(c["wrap_shift"] != 0) + int(c["wrap_bias"] != 0) + int(relu)
+    else:  # ReLU is in the low clamp
+        ops += int(c["clamp_lo"]) + int(c["clamp_hi"]) + int(c["zero_point"] != 0)
+    if c["wide_t"] != graph.tensors[op.outputs[0]].type.storage:
+        ops += 2  # into an accumulator, SRS into the storage type
+    return max(ops - plain, 0)
 
 
 @dataclass(frozen=True)
