@@ -17,7 +17,7 @@ Data layouts (the emitted kernel and the emulator use the same ones):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -47,6 +47,8 @@ class Config:
     weight_bits: int
     out_bits: int
     acc_bits: int
+    # Vector operations a requantizing finish adds per cascade word (emit.finish_vector_ops; 0 when plain).
+    finish_ops: int = 0
 
     @property
     def tiles(self) -> int:
@@ -63,6 +65,8 @@ class Config:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["microtile"] = list(self.microtile)
+        if not self.finish_ops:
+            del d["finish_ops"]  # plain designs keep the design.json they always had
         return d
 
     @classmethod
@@ -144,7 +148,11 @@ def candidates(op: Op, graph: Graph, device: Device, batch: int) -> list[Config]
     w: FixedType = op.attrs["weight_type"]
     device.generation.precision(x.storage_bits, w.storage_bits, node=op.name)  # refuses a missing precision
     k_in, n_out = op.params["weight"].shape
-    return list(_candidates(k_in, n_out, x.storage_bits, w.storage_bits, y.storage_bits, device.key, batch))
+    found = list(_candidates(k_in, n_out, x.storage_bits, w.storage_bits, y.storage_bits, device.key, batch))
+    from .emit import finish_vector_ops  # emit imports this module
+
+    extra = finish_vector_ops(op, graph, found[0].acc_bits) if found else 0
+    return [replace(c, finish_ops=extra) for c in found] if extra else found
 
 
 @lru_cache(maxsize=512)
@@ -267,7 +275,7 @@ def emulate(layer, graph: Graph, inputs: dict[str, np.ndarray]) -> dict[str, np.
     return streams
 
 
-def cycle_terms(cfg: Config, device: Device, finish_ops: int = 0) -> dict[str, int]:
+def cycle_terms(cfg: Config, device: Device, finish_ops: int | None = None) -> dict[str, int]:
     """What the slowest kernel of the layer spends per graph iteration, term by term (catalog figures).
 
     Compute terms add up:
@@ -280,7 +288,7 @@ def cycle_terms(cfg: Config, device: Device, finish_ops: int = 0) -> dict[str, i
                   the SRS and store) does not fit under the next block's MACs: the hand-off uses the
                   move and store slots, which a software-pipelined loop issues beside the vector MACs
       per call    kernel entry, buffer locks and loop set-up
-    `finish_ops` is what a requantizing layer's finish issues per cascade word beyond the plain SRS and ReLU
+    `finish_ops` (default: the config's) is what a requantizing layer's finish issues per cascade word beyond the plain SRS and ReLU
     (dense.emit.finish_vector_ops: the multiply, the zero point, the clamps or the wrap, the narrowing; 0 for
     a plain layer): one vector operation a cycle, added to the hand-off of a chain's last kernel.
     Terms named "stream ..." are not added: a kernel's input and output move over its 32-bit (AIE-ML) DMA
@@ -302,7 +310,7 @@ def cycle_terms(cfg: Config, device: Device, finish_ops: int = 0) -> dict[str, i
     store = -(-m * n * cfg.out_bits // gen.vector_store_bits)
     # The slowest kernel's hand-off per block: a lone kernel stores; the last of a chain reads the cascade
     # and stores; a middle one reads and writes the cascade.
-    finish = store + finish_ops * cascade_words
+    finish = store + (cfg.finish_ops if finish_ops is None else finish_ops) * cascade_words
     if cfg.cas_length == 1:
         hand_off = finish
     elif cfg.cas_length == 2:

@@ -94,17 +94,16 @@ def requant_constants(op, graph) -> dict:
     }
 
 
-def finish_vector_ops(layer, graph) -> int:
+def finish_vector_ops(op, graph, acc_bits: int) -> int:
     """Vector operations dense.h's requantize() issues per cascade word beyond the plain finish (SRS, ReLU),
-    0 for a layer that does not requantize: a count for the cycle model (dense.cycle_terms' finish_ops)."""
-    op = layer.op
+    0 for a layer that does not requantize: a count for the cycle model (dense.Config.finish_ops)."""
     if not requantizes(op, graph):
         return 0
     c = requant_constants(op, graph)
     shift, relu = int(op.attrs["shift"]), bool(op.attrs.get("relu", False))
     plain = (3 if shift < 0 else 1) + int(relu)  # [read as int32, upshift,] SRS; max
     ops = 2 if c["multiplier"] != 1 else 0  # read as int32, multiply
-    acc32 = c["multiplier"] == 1 and layer.config.acc_bits == 32
+    acc32 = c["multiplier"] == 1 and acc_bits == 32
     ops += 3 if shift < 0 or (c["wide_t"] == "int32" and acc32) else 1  # (read, upshift into acc64,) SRS
     if c["wrap"]:
         ops += int(c["wrap_offset"] != 0) + 2 * int(c["wrap_shift"] != 0) + int(c["wrap_bias"] != 0) + int(relu)
