@@ -269,7 +269,9 @@ def _random_type(rng, bits_range=(2, 16), signed=None, modes=True):
     signed = bool(rng.random() < 0.85) if signed is None else signed
     if not signed:
         bits = min(bits, 8)
-    integer = int(rng.integers(-2, bits + 3))
+    # 1 <= I <= W: the open ap_types headers abort the C simulation (an assertion reading a bit past the MSB)
+    # on some conversions into types with I > W or I < 1, so such types cannot be checked against it here.
+    integer = int(rng.integers(1, bits + 1))
     name = "fixed" if signed else "ufixed"
     if not modes:
         return f"{name}<{bits},{integer}>", bits, signed, bits - integer
@@ -308,10 +310,14 @@ def _random_case(seed: int, out_dir: str):
                 rt = _random_type(rng)[0] if rng.random() < 0.5 else cfg["LayerName"][names[k - 1]]["Precision"][
                     "result"]
                 cfg["LayerName"][names[k]]["Precision"]["result"] = rt
+                r = rt.split("<")[1].split(",")
+                x_bits, x_frac = int(r[0]) + (rt.startswith("ufixed")), int(r[0]) - int(r[1])
                 k += 1
                 continue
             wt, wbits, wsigned, wfrac = _random_type(rng, (2, 12), signed=True, modes=rng.random() < 0.3)
-            bt, bbits, bsigned, bfrac = _random_type(rng, (2, 16), signed=True, modes=False)
+            bbits = int(rng.integers(2, 17))  # a bias on or above the products' grid, as trained models have
+            bfrac = max(0, min(bbits - 1, x_frac + wfrac - int(rng.integers(0, 5))))
+            bt = f"fixed<{bbits},{bbits - bfrac}>"
             lo, hi = -(1 << (wbits - 1)), (1 << (wbits - 1)) - 1
             wq = rng.integers(lo, hi, tuple(m.weight.shape), endpoint=True).astype(np.float64)
             if "," in wt.split(">")[0] and rng.random() < 0.5:  # off-grid floats, rounded by the weight type
@@ -325,8 +331,9 @@ def _random_case(seed: int, out_dir: str):
             acc_int = x_bits - x_frac + wbits - wfrac + int(np.ceil(np.log2(m.in_features + 1))) + 2
             acc_int = max(acc_int, bbits - bfrac + 1)
             at = f"fixed<{acc_int + acc_frac},{acc_int}>"
-            if rng.random() < 0.2:
-                at = f"fixed<{acc_int + acc_frac - int(rng.integers(0, 4))},{acc_int - int(rng.integers(0, 6))}," \
+            if rng.random() < 0.15:
+                ai = max(1, acc_int - int(rng.integers(0, 6)))
+                at = f"fixed<{max(ai, acc_int + acc_frac - int(rng.integers(0, 4)))},{ai}," \
                      f"{Q_MODES[int(rng.integers(0, 7))]},{O_MODES[int(rng.integers(0, 3))]}>"
             cfg["LayerName"][names[k]]["Precision"] = {"weight": wt, "bias": bt, "result": rt, "accum": at}
             k += 1
@@ -365,11 +372,16 @@ def test_full_random_matrix_against_c_simulation(tmp_path):
     import concurrent.futures as cf
     import multiprocessing as mp
 
-    n = int(os.environ.get("AIEFLOW_HLS4ML_MODELS", "120"))
+    target = int(os.environ.get("AIEFLOW_HLS4ML_MODELS", "100"))  # models compared with their C simulation
     t0 = time.time()
     workers = max(1, min(16, (os.cpu_count() or 2)))
+    results: list[dict] = []
     with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        results = list(pool.map(_run_case, range(n), [str(tmp_path)] * n))
+        while sum("refused" not in r for r in results) < target and len(results) < 4 * target:
+            more = max(workers, int(1.3 * (target - sum("refused" not in r for r in results))))
+            seeds = range(len(results), len(results) + more)
+            results += list(pool.map(_run_case, seeds, [str(tmp_path)] * len(seeds)))
+    n = len(results)
     refused = Counter(r["refused"] for r in results if "refused" in r)
     ran = [r for r in results if "refused" not in r]
     exact = sum(r["exact"] for r in ran)
@@ -379,4 +391,4 @@ def test_full_random_matrix_against_c_simulation(tmp_path):
           f"{time.time() - t0:.0f} s")
     bad = [r for r in ran if not r["exact"]]
     assert not bad, bad[:5]
-    assert len(ran) >= 100
+    assert len(ran) >= target

@@ -199,7 +199,7 @@ def _convert(model) -> tuple[Graph, dict[str, str]]:
         for i in layer.inputs:
             readers[i] = readers.get(i, 0) + 1
     model_outputs = set(_output_layers(model))
-    changed: set[tuple[str, str]] = set()  # (tensor, layer) pairs no longer equal: a relu fused after the fact
+    changed: set[str] = set()  # tensors a relu was fused into after their layers' outputs were recorded
     for layer in layers:
         kind = layer.class_name
         name = layer.name
@@ -251,7 +251,7 @@ def _convert(model) -> tuple[Graph, dict[str, str]]:
         raise ModelError("the model computes nothing", hint="add a Dense layer")
     traced = {}  # IR tensor -> hls4ml layer whose (traced) output it holds exactly
     for v in values.values():
-        if v.tensor != inputs[0] and (v.tensor, v.layer) not in changed:
+        if v.tensor != inputs[0] and v.tensor not in changed:
             traced.setdefault(v.tensor, [])
             traced[v.tensor].append(v.layer)
     name = str(model.config.get_project_name() or "hls4ml_model")
@@ -384,7 +384,7 @@ def _activation(layer, x: _Value, relu: bool, tensors, specs, changed) -> _Value
     if relu:
         if fusable:
             x.producer.relu = True  # the identity op then reads relu(x), exactly what hls4ml's relu casts
-            changed.add((x.tensor, x.layer))
+            changed.add(x.tensor)
         elif x.lo < 0 and R.saturation is Saturation.NONE:
             raise ModelError(f"relu into the wrapping type {rt.text} after a tensor with other readers cannot be "
                              "reproduced exactly", node=name, hint="use SAT or SAT_SYM for this activation")
