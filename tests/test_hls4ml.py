@@ -18,7 +18,7 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 import numpy as np
 import pytest
 
-hls4ml = pytest.importorskip("hls4ml")
+import hls4ml  # noqa: E402  (`make test` installs the extra: missing is a failure, not a skip)
 
 from aieflow.errors import ModelError  # noqa: E402
 from aieflow.exactness import evaluate  # noqa: E402
@@ -187,6 +187,27 @@ def test_aieflow_backend_plugin_matches_vivado_c_simulation(tmp_path):
     assert len(kinds) == 4  # three dense layers, the second relu as a requantize (identity weights)
     mism, _ = _compare(imported, x)
     assert all(v == 0 for v in mism.values()), mism
+
+
+def test_keras_converter_with_the_aieflow_backend_and_compile_of_a_vivado_model(keras_small, tmp_path):
+    """The two ways in that the issue names: convert_from_keras_model(backend='AIEFlow') gives an aieflow
+    project, and aieflow.compile(hls_model) of the Vivado conversion measures itself against its C simulation."""
+    import aieflow
+
+    viv = _convert_small(keras_small, tmp_path)
+    design = aieflow.compile(viv)
+    rep = design.exactness
+    assert rep.source == "hls4ml C simulation" and rep.model.exact and rep.model.values > 0, rep.lines()
+    cfg = hls4ml.utils.config_from_keras_model(keras_small, granularity="name", backend="AIEFlow")
+    cfg["LayerName"][next(iter(cfg["LayerName"]))]["Precision"]["result"] = "fixed<8,3,RND,SAT>"
+    cfg["LayerName"]["d"]["Precision"] = {"result": "fixed<8,4,RND,SAT>", "weight": "fixed<8,3>",
+                                         "bias": "fixed<8,3>", "accum": "fixed<24,12>"}
+    aie = hls4ml.converters.convert_from_keras_model(keras_small, hls_config=cfg, backend="AIEFlow",
+                                                    output_dir=str(tmp_path / "aie"))
+    aie.write()
+    assert (tmp_path / "aie" / "design.json").is_file() and (tmp_path / "aie" / "Makefile").is_file()
+    x = _inputs(np.random.default_rng(5), 200, 4, 8, True, 5)
+    assert np.array_equal(aie.predict(x), design.simulate(x.astype(np.float64)))
 
 
 # --- refusals ----------------------------------------------------------------------------------------------
