@@ -34,7 +34,7 @@ PRECISION_TYPES = {"8x8": ("int8", "int8"), "16x8": ("int16", "int8"), "8x16": (
 BITS = {"int8": (8, True), "int16": (16, True)}
 ADD_VALUES = [0, 1, -1, 200, -32768, 32767]
 SHIFTS16 = [1, 5, 8, 14]
-MULTIPLIERS = [1, 3, 12345, 32767]
+MULTIPLIERS = [1, 3, 12345, 32767, 2147483647]
 
 
 def _microtiles() -> dict[str, tuple[list[list[int]], int]]:
@@ -202,8 +202,9 @@ def _program(rng) -> tuple[str, dict]:
         body += [f'    print("dshu8_{r}_3", aie::downshift(u, 3));',
                  f'    print("dsh32_{r}_9", aie::downshift(d, 9));']
     for m in MULTIPLIERS:
-        body += [f'    print("mul_{m}", lanes(aie::mul<acc64>(d, int16({m}))));',
-                 f'    print("mull_{m}", lanes(aie::mul<acc64>(int16({m}), d)));']
+        mt = "int16" if m < 1 << 15 else "int32"
+        body += [f'    print("mul_{m}", lanes(aie::mul<acc64>(d, {mt}({m}))));',
+                 f'    print("mull_{m}", lanes(aie::mul<acc64>({mt}({m}), d)));']
     body += ["    static_assert(std::is_same_v<decltype(aie::mul(d, int16(3))), aie::accum<acc64, 16>>);",
              "    static_assert(std::is_same_v<decltype(aie::mul(v, int16(3))), aie::accum<acc32, 32>>);",
              '    print("mulvv", lanes(aie::mul(v, w)));',
@@ -402,7 +403,7 @@ def test_downshift_is_an_arithmetic_shift_rounded_by_the_mode(run):
     np.testing.assert_array_equal(results["dshu8_0_3"], u >> 3)
 
 
-def test_mul_of_int32_lanes_by_an_int16_value_is_exact_in_acc64(run):
+def test_mul_of_int32_lanes_by_an_int16_or_int32_value_is_exact_in_acc64(run):
     results, data = run
     d = data["v32"]
     for m in MULTIPLIERS:

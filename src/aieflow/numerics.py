@@ -331,7 +331,7 @@ def accumulator_bound(x: FixedType, w_abs_colsum: np.ndarray, bias_abs: np.ndarr
 
 # --- requantization: the end of every layer -------------------------------------------------------------
 
-MULTIPLIER_BITS = 15  # the multiplier is a positive int16: the kernel multiplies int32 sums by it into acc64
+MULTIPLIER_BITS = 31  # a positive int32: the kernel multiplies int32 sums by it into acc64 (AIE-ML 32b x 32b)
 
 
 def requantize(acc, multiplier: int, shift: int, zero_point: int, out: FixedType, relu: bool = False) -> np.ndarray:
@@ -364,8 +364,9 @@ def choose_multiplier(real: float, bits: int = MULTIPLIER_BITS) -> tuple[int, in
     (in [2**(bits-1), 2**bits)), or fewer when real * 2**shift is exactly an integer (powers of two give 1).
 
     The integer pipeline then computes round(acc * multiplier / 2**shift): exact for the real ratio when it
-    is a power of two times a small odd integer, an approximation with relative error below 2**-bits
-    otherwise. Whether that approximation changes any output is measured, never assumed (aieflow.exactness).
+    is a power of two times an odd integer below 2**bits, an approximation with relative error below
+    2**-bits otherwise (the float32 scales of ONNX and Brevitas models have 24-bit significands, so their
+    ratios are usually close to exact at 31 bits). Whether that approximation changes any output is measured, never assumed (aieflow.exactness).
     """
     if not (real > 0 and math.isfinite(real)):
         raise NumericsError(f"requantization scale {real!r} must be positive and finite")

@@ -102,7 +102,7 @@ def finish_vector_ops(op, graph, acc_bits: int) -> int:
     c = requant_constants(op, graph)
     shift, relu = int(op.attrs["shift"]), bool(op.attrs.get("relu", False))
     plain = (3 if shift < 0 else 1) + int(relu)  # [read as int32, upshift,] SRS; max
-    ops = 2 if c["multiplier"] != 1 else 0  # read as int32, multiply
+    ops = 3 if c["multiplier"] != 1 else 0  # read as int32, multiply (32b x 32b: two passes)
     acc32 = c["multiplier"] == 1 and acc_bits == 32
     ops += 3 if shift < 0 or (c["wide_t"] == "int32" and acc32) else 1  # (read, upshift into acc64,) SRS
     if c["wrap"]:
