@@ -210,6 +210,51 @@ def test_keras_converter_with_the_aieflow_backend_and_compile_of_a_vivado_model(
     assert np.array_equal(aie.predict(x), design.simulate(x.astype(np.float64)))
 
 
+def _auto_result_model(tmp_path, **fc1):
+    """Dense layers with hls4ml's 'auto' (exact, wide) result types, each read by a narrow activation: the
+    usual shape of a QKeras/HGQ-style hls4ml configuration."""
+    import keras
+
+    rng = np.random.default_rng(11)
+    model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(12, name="fc1"),
+                              keras.layers.Activation("relu", name="r1"), keras.layers.Dense(5, name="fc2"),
+                              keras.layers.Activation("relu", name="r2"), keras.layers.Dense(3, name="fc3")])
+    for layer in model.layers:
+        w, b = layer.get_weights() if layer.get_weights() else (None, None)
+        if w is not None:
+            layer.set_weights([np.round(rng.normal(0, 0.6, w.shape) * 16) / 16, np.round(rng.normal(0, 0.5, b.shape) * 8) / 8])
+    cfg = hls4ml.utils.config_from_keras_model(model, granularity="name", backend="Vivado")
+    cfg["LayerName"][next(iter(cfg["LayerName"]))]["Precision"]["result"] = "fixed<8,3,RND_CONV,SAT>"
+    for name in ("fc1", "fc2", "fc3"):
+        cfg["LayerName"][name]["Precision"].update({"weight": "fixed<8,3>", "bias": "fixed<8,4>"})
+        cfg["LayerName"][name]["Trace"] = True
+    cfg["LayerName"]["fc1"]["Precision"].update(fc1)
+    cfg["LayerName"]["r1"]["Precision"]["result"] = "ufixed<6,2,RND,SAT>"
+    cfg["LayerName"]["r2"]["Precision"]["result"] = "fixed<7,3,RND_ZERO,SAT_SYM>"
+    cfg["LayerName"]["fc3"]["Precision"]["result"] = "fixed<10,4,RND_CONV,SAT>"
+    for name in ("r1", "r2"):
+        cfg["LayerName"][name]["Trace"] = True
+    return hls4ml.converters.convert_from_keras_model(model, hls_config=cfg, backend="Vivado", io_type="io_parallel",
+                                                     output_dir=str(tmp_path / "prj"))
+
+
+def test_wide_auto_results_fuse_into_the_activation_that_narrows_them(tmp_path):
+    hm = _auto_result_model(tmp_path)
+    assert any(l.get_output_variable().type.precision.width > 16 for l in hm.get_layers() if l.name == "fc1")
+    imported = import_hls4ml(hm)
+    assert [op.name for op in imported.graph.ops] == ["fc1", "fc2", "fc3"]  # no extra requantize layers
+    assert imported.graph.ops[0].attrs["relu"] and imported.graph.ops[0].outputs == ("r1",)
+    mism, _ = _compare(imported, _inputs(np.random.default_rng(3), 400, 10, 8, True, 5))
+    assert set(mism) >= {"r1", "r2", "fc3"} and all(v == 0 for v in mism.values()), mism
+
+
+def test_a_wide_result_that_rounds_before_the_activation_is_refused(tmp_path):
+    hm = _auto_result_model(tmp_path, result="fixed<24,18,TRN,WRAP>")  # drops fractional bits of the sums
+    with pytest.raises(ModelError, match="rounds or overflows before 'r1'") as err:
+        import_hls4ml(hm)
+    assert "at most 16 bits" in str(err.value.hint)
+
+
 # --- refusals ----------------------------------------------------------------------------------------------
 
 

@@ -64,6 +64,11 @@ class _Value:
     producer: "_DenseSpec | None" = None  # the dense op making it, while it may still take a fused relu
     layer: str = ""  # the hls4ml layer whose output this is (for trace outputs)
     private: bool = False  # read by one layer only and not a model output: a relu may be fused into it
+    # A dense result too wide to store (hls4ml's 'auto' result types are), waiting for the activation that
+    # reads it: `exact` says whether hls4ml's cast of the sums into it loses nothing, so that the two casts
+    # (dense result, then activation) are the activation's cast alone.
+    wide: bool = False
+    exact: bool = True
 
 
 @dataclass
@@ -221,7 +226,7 @@ def _convert(model) -> tuple[Graph, dict[str, str]]:
         elif kind in _PASS_THROUGH:
             values[name] = _Value(**{**srcs[0].__dict__, "layer": name})
         elif kind == "Dense":
-            values[name] = _dense(layer, srcs[0], tensors, specs)
+            values[name] = _dense(layer, srcs[0], tensors, specs, _feeds_one_activation(layer, layers, model_outputs))
         elif kind == "Activation" or kind == "ReLU":
             act = str(layer.get_attr("activation", "relu" if kind == "ReLU" else "")).lower()
             if act not in ("relu", "linear"):
@@ -258,6 +263,16 @@ def _convert(model) -> tuple[Graph, dict[str, str]]:
     return Graph(name, tensors, ops, tuple(inputs), (out.tensor,)).validate(), traced
 
 
+def _feeds_one_activation(layer, layers, model_outputs) -> bool:
+    """The layer's output is read by exactly one relu/linear Activation and is not a model output."""
+    readers = [l for l in layers if layer.name in l.inputs or any(o in l.inputs for o in layer.outputs)]
+    if len(readers) != 1 or layer.name in model_outputs:
+        return False
+    r = readers[0]
+    act = str(r.get_attr("activation", "relu" if r.class_name == "ReLU" else "")).lower()
+    return r.class_name in ("Activation", "ReLU") and act in ("relu", "linear")
+
+
 def _features(layer) -> int:
     shape = [int(d) for d in layer.get_output_variable().shape]
     if len(shape) != 1 and not (len(shape) > 1 and all(d == 1 for d in shape[:-1])):
@@ -273,7 +288,7 @@ def _output_layers(model) -> list[str]:
     return outs
 
 
-def _dense(layer, x: _Value, tensors, specs) -> _Value:
+def _dense(layer, x: _Value, tensors, specs, before_activation: bool = False) -> _Value:
     name = layer.name
     strategy = str(layer.get_attr("strategy", "latency")).lower()
     if strategy not in ("latency", "resource"):
@@ -333,8 +348,13 @@ def _dense(layer, x: _Value, tensors, specs) -> _Value:
         highs.append(hi)
     lo_a, hi_a = min(lows, default=0) * 2 ** (fa - F), max(highs, default=0) * 2 ** (fa - F)
     fits = A.qmin <= lo_a and hi_a <= A.qmax
-    st, relu_for_storage = _storable(rt, name, "result")
     R = rt.fixed
+    try:
+        st, relu_for_storage = _storable(rt, name, "result")
+    except ModelError:
+        if not before_activation:
+            raise
+        return _wide_dense(name, x, wq, fx, bias, F, rt, fits, lows, highs, n_in, n_out, tensors, specs)
     if not fits:
         wrap_ok = (A.saturation is Saturation.NONE and R.saturation is Saturation.NONE and not relu_for_storage
                    and R.rounding in _TRANSLATION_INVARIANT and acc_t.integer >= rt.integer)
@@ -355,6 +375,52 @@ def _dense(layer, x: _Value, tensors, specs) -> _Value:
     return _Value(out, st, lo, hi, spec, name)
 
 
+def _wide_dense(name, x, wq, fx, bias, F, rt, fits, lows, highs, n_in, n_out, tensors, specs) -> _Value:
+    """A dense whose result type cannot be stored, read only by an activation: kept as a spec whose output
+    type the activation decides (see _activation). hls4ml casts the sums into the result type first; that
+    cast is exact when the type has the sums' fractional bits and range."""
+    R = rt.fixed
+    lo, hi = min(lows, default=0), max(highs, default=0)
+    d = R.frac - F
+    exact = fits and d >= 0 and R.qmin <= lo * 2**d and hi * 2**d <= R.qmax
+    if exact and R.saturation is Saturation.SYMMETRIC and R.signed:
+        exact = lo * 2**d > R.qmin
+    wmax = max((abs(v) for row in wq for v in row), default=0)
+    spec = _DenseSpec(name, x.tensor, name, np.array(wq, dtype=np.int64).reshape(n_in, n_out),
+                      FixedType(max(2, _signed_bits(-wmax, wmax)), True, F - fx), np.array(bias, dtype=np.int64),
+                      F - R.frac, R, False)
+    specs.append(spec)
+    tensors[name] = Tensor(name, n_out, R)
+    return _Value(name, R, lo * 2**max(d, 0), hi * 2**max(d, 0), spec, name, wide=True, exact=exact)
+
+
+def _activation_of_wide(layer, x: _Value, relu: bool, rt: ApType, tensors) -> _Value:
+    """relu / linear after a dense whose result is too wide to store: when hls4ml's cast into that result
+    loses nothing, the dense op produces the activation's type directly (its rounding, saturation, relu)."""
+    name = layer.name
+    spec = x.producer
+    wide_text = f"ap_{'' if x.type.signed else 'u'}fixed<{x.type.bits},{x.type.bits - x.type.frac}>"
+    if not x.exact:
+        raise ModelError(f"the result type {wide_text} of '{spec.name}' has {x.type.bits} bits (more than the "
+                         f"16 an AI Engine activation holds) and hls4ml's cast into it rounds or overflows before "
+                         f"'{name}' casts again", node=name,
+                         hint=f"give '{spec.name}' a result type of at most 16 bits, or one wide enough to hold "
+                              "its sums exactly (hls4ml's 'auto')")
+    st, relu_for_storage = _storable(rt, name, "result")
+    if relu and rt.fixed.saturation is Saturation.NONE and x.lo < 0:
+        raise ModelError(f"relu into the wrapping type {rt.text} after a layer that can be negative cannot be "
+                         "fused exactly", node=name, hint="use SAT or SAT_SYM for this activation")
+    F = spec.shift + spec.out_type.frac  # the sums' fractional bits
+    spec.shift = F - st.frac
+    spec.out_type = st
+    spec.relu = relu or relu_for_storage
+    tensors.pop(spec.out)
+    spec.out = name
+    tensors[name] = Tensor(name, int(spec.weight.shape[1]), st)
+    lo, hi = _range(st, nonneg=spec.relu)
+    return _Value(name, st, lo, hi, spec, name)
+
+
 def _real(q: int, frac: int) -> str:
     return format(q / 2**frac, "g") if abs(q) < 2**53 else f"{q}*2^-{frac}"
 
@@ -363,6 +429,8 @@ def _activation(layer, x: _Value, relu: bool, tensors, specs, changed) -> _Value
     """relu / linear: the input cast to this layer's result type (relu first)."""
     name = layer.name
     rt = _ap_type(layer.get_output_variable().type.precision, name, "result")
+    if x.wide:
+        return _activation_of_wide(layer, x, relu, rt, tensors)
     R = rt.fixed
     lo = max(x.lo, 0) if relu else x.lo
     hi = max(x.hi, 0) if relu else x.hi
