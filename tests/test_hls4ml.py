@@ -373,8 +373,8 @@ def _random_case(seed: int, out_dir: str):
     with torch.no_grad():
         for i, m in enumerate(mods):
             if isinstance(m, torch.nn.ReLU):
-                rt = _random_type(rng)[0] if rng.random() < 0.5 else cfg["LayerName"][names[k - 1]]["Precision"][
-                    "result"]
+                before = cfg["LayerName"][names[k - 1]]["Precision"]["result"]
+                rt = _random_type(rng)[0] if rng.random() < 0.5 or before == "auto" else before
                 cfg["LayerName"][names[k]]["Precision"]["result"] = rt
                 r = rt.split("<")[1].split(",")
                 x_bits, x_frac = int(r[0]) + (rt.startswith("ufixed")), int(r[0]) - int(r[1])
@@ -392,6 +392,8 @@ def _random_case(seed: int, out_dir: str):
             bq = rng.integers(-(1 << (bbits - 1)), (1 << (bbits - 1)), tuple(m.bias.shape))
             m.bias.copy_(torch.tensor(np.ldexp(bq.astype(np.float64), -bfrac)))
             rt = _random_type(rng)[0]
+            if i + 1 < len(mods) and isinstance(mods[i + 1], torch.nn.ReLU) and rng.random() < 0.3:
+                rt = "auto"  # hls4ml's exact (wide) result type, which the ReLU's own type narrows
             # an accumulator that holds everything, mostly; sometimes a random (narrower) one
             acc_frac = max(x_frac + wfrac, bfrac)
             acc_int = x_bits - x_frac + wbits - wfrac + int(np.ceil(np.log2(m.in_features + 1))) + 2
@@ -403,8 +405,9 @@ def _random_case(seed: int, out_dir: str):
                      f"{Q_MODES[int(rng.integers(0, 7))]},{O_MODES[int(rng.integers(0, 3))]}>"
             cfg["LayerName"][names[k]]["Precision"] = {"weight": wt, "bias": bt, "result": rt, "accum": at}
             k += 1
-            r = rt.split("<")[1].split(",")
-            x_bits, x_frac = int(r[0]), int(r[0]) - int(r[1])
+            if rt != "auto":  # else the ReLU's type sets them
+                r = rt.split("<")[1].split(",")
+                x_bits, x_frac = int(r[0]), int(r[0]) - int(r[1])
     hm = hls4ml.converters.convert_from_pytorch_model(net, hls_config=cfg, backend="Vivado", io_type="io_parallel",
                                                      output_dir=out_dir)
     x = _inputs(rng, 100, widths[0], in_bits, in_signed, in_frac)
@@ -422,13 +425,16 @@ def _run_case(seed: int, root: str) -> dict:
     except ModelError as e:
         reason = e.reason.split(":")[0] if "could overflow" not in e.reason else "accum_t could overflow"
         for key in ("SAT_ZERO", "WRAP_SM", "fractional bits but the products", "AI Engine activations",
+                    "rounds or overflows before",
                     "weights are int8", "wrapping type", "saturation bits"):
             if key in e.reason:
                 reason = key
         return {"seed": seed, "refused": reason}
     with contextlib.redirect_stdout(io.StringIO()):
         mism, stats = _compare(imported, x)
-    return {"seed": seed, "exact": all(v == 0 for v in mism.values()), "mism": mism,
+    wide = sum(1 for layer in hm.get_layers() if layer.class_name == "Dense"
+               and layer.get_output_variable().type.precision.width > 16)
+    return {"seed": seed, "exact": all(v == 0 for v in mism.values()), "mism": mism, "wide": wide,
             "ties": sum(s["ties+"] + s["ties-"] for s in stats.values()),
             "sat": sum(s["sat+"] + s["sat-"] for s in stats.values()), "layers": len(imported.graph.ops)}
 
@@ -454,6 +460,7 @@ def test_full_random_matrix_against_c_simulation(tmp_path):
     print(f"\nhls4ml full matrix: {n} models, {len(ran)} compared with the C simulation, {exact} exact, "
           f"refused {sum(refused.values())} {dict(refused)}, ties hit {sum(r['ties'] for r in ran)}, "
           f"saturations/wraps {sum(r['sat'] for r in ran)}, layers {sum(r['layers'] for r in ran)}, "
+          f"wide auto results fused {sum(r['wide'] for r in ran)}, "
           f"{time.time() - t0:.0f} s")
     bad = [r for r in ran if not r["exact"]]
     assert not bad, bad[:5]
