@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from ..errors import ModelError
 from ..ir import Op, Tensor
 from ..numerics import FixedType, Rounding, Saturation
+from .onnx_nodes import node_name
 
 
 def _qdq():
@@ -49,17 +50,17 @@ def add(node, ins, st, base):
         for t in (a, b):
             if not t.plain:
                 raise ModelError(f"adds activation '{t.name}' of scale {qdq._describe(t.real_scale, t.zero_point)}, "
-                                 "which is not a power of two with zero point 0", node=qdq._nm(node),
+                                 "which is not a power of two with zero point 0", node=node_name(node),
                                  hint="quantize both inputs and the output of a residual add with power-of-two "
                                       "scales and zero point 0")
         if a.features != b.features:
-            raise ModelError(f"adds activations of {a.features} and {b.features} features", node=qdq._nm(node),
+            raise ModelError(f"adds activations of {a.features} and {b.features} features", node=node_name(node),
                              hint="broadcasting is not supported: add activations of the same width")
-        return PendingAdd(qdq._nm(node), a.name, b.name, False)
+        return PendingAdd(node_name(node), a.name, b.name, False)
     unquantized = (qdq.PendingDense, PendingAdd)
     if len(ins) == 2 and all(isinstance(v, (qdq.Dequantized, *unquantized)) for v in ins) \
             and any(isinstance(v, unquantized) for v in ins):
-        raise ModelError("adds a layer's output that was never quantized", node=qdq._nm(node),
+        raise ModelError("adds a layer's output that was never quantized", node=node_name(node),
                          hint="put QuantizeLinear + DequantizeLinear on both inputs of the Add")
     return base(node, ins, st)
 
@@ -80,12 +81,12 @@ def quantize(node, ins, st, base):
     frac, bits, signed = qp.frac, qp.bits, qp.signed
     if frac is None or qp.zero_point != 0:
         raise ModelError(f"the sum of two activations is quantized with scale {qdq._describe(qp.scale, qp.zero_point)}, "
-                         "which is not a power of two with zero point 0", node=qdq._nm(node),
+                         "which is not a power of two with zero point 0", node=node_name(node),
                          hint="quantize both inputs and the output of a residual add with power-of-two "
                               "scales and zero point 0")
     if bits not in (8, 16) or (bits == 16 and not signed):
         raise ModelError(f"activations of {bits} bits ({'signed' if signed else 'unsigned'}) are not supported",
-                         node=qdq._nm(node), hint="quantize activations to int8, uint8 or int16")
+                         node=node_name(node), hint="quantize activations to int8, uint8 or int16")
     # ONNX QuantizeLinear rounds half to even and saturates.
     out = FixedType(bits, signed, frac, Rounding.CONV_EVEN, Saturation.SATURATE)
     return finish(node.output[0], x, out, st)

@@ -35,6 +35,7 @@ import numpy as np
 from ..errors import ModelError
 from ..ir import Graph, Op, Tensor
 from ..numerics import FixedType, Rounding, Saturation, choose_multiplier, quantize_float, round_fraction
+from .onnx_nodes import attr, check_gemm, check_view, node_name
 
 # --- what an ONNX tensor means ----------------------------------------------------------------------------
 
@@ -238,7 +239,7 @@ def _convert(model, name: str) -> Graph:
         if node.op_type == "Constant":
             attr = next((a for a in node.attribute if a.name == "value"), None)
             if attr is None:
-                raise ModelError("only Constant nodes with a tensor 'value' are supported", node=_nm(node))
+                raise ModelError("only Constant nodes with a tensor 'value' are supported", node=node_name(node))
             arr = numpy_helper.to_array(attr.t)
             st.values[node.output[0]] = Const(arr.astype(np.float64) if arr.dtype.kind == "f" else arr)
     graph_inputs = []
@@ -263,13 +264,13 @@ def _convert(model, name: str) -> Graph:
         rule = RULES.get(node.op_type)
         if rule is None or node.domain not in ("", "ai.onnx"):
             raise ModelError(f"unsupported op {node.domain + '.' if node.domain else ''}{node.op_type}",
-                             node=_nm(node), hint=f"supported: {', '.join(sorted(RULES))}")
+                             node=node_name(node), hint=f"supported: {', '.join(sorted(RULES))}")
         ins = []
         for i in node.input:
             if i == "":
                 ins.append(None)
             elif i not in st.values:
-                raise ModelError(f"input '{i}' is not produced by any earlier node", node=_nm(node))
+                raise ModelError(f"input '{i}' is not produced by any earlier node", node=node_name(node))
             else:
                 ins.append(st.values[i])
         out = rule(node, ins, st)
@@ -290,19 +291,6 @@ def _convert(model, name: str) -> Graph:
     return Graph(name, st.tensors, tuple(st.ops), tuple(ir_inputs), tuple(outputs)).validate()
 
 
-def _nm(node) -> str:
-    return node.name or f"{node.op_type}({', '.join(node.output)})"
-
-
-def _attr(node, name: str, default=None):
-    from onnx import helper
-
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
 # --- quantization parameters ------------------------------------------------------------------------------
 
 _ZP_KINDS = {np.dtype(np.int8): (8, True), np.dtype(np.uint8): (8, False), np.dtype(np.int16): (16, True),
@@ -312,33 +300,33 @@ _ZP_KINDS = {np.dtype(np.int8): (8, True), np.dtype(np.uint8): (8, False), np.dt
 def _scale(node, scale: Const) -> float:
     s = np.asarray(scale.values, dtype=np.float64)
     if s.size != 1:
-        raise ModelError(f"per-channel scales ({s.size} values) are not supported", node=_nm(node),
+        raise ModelError(f"per-channel scales ({s.size} values) are not supported", node=node_name(node),
                          hint="quantize with one per-tensor scale (onnxruntime: per_channel=False)")
     v = float(np.float32(s.reshape(-1)[0]))  # ONNX scales are float32 (float16/bfloat16 widen exactly)
     if not (v > 0 and math.isfinite(v)):
-        raise ModelError(f"scale {v} must be positive and finite", node=_nm(node))
+        raise ModelError(f"scale {v} must be positive and finite", node=node_name(node))
     return v
 
 
 def _qparams(node, ins) -> QParams:
     """Scale, zero point and integer type of a QuantizeLinear / DequantizeLinear."""
     if len(ins) < 2 or not isinstance(ins[1], Const):
-        raise ModelError("the scale must be a constant", node=_nm(node))
+        raise ModelError("the scale must be a constant", node=node_name(node))
     scale = _scale(node, ins[1])
     zp = ins[2] if len(ins) > 2 else None
     if zp is None:
         bits, signed = (8, False) if node.op_type == "QuantizeLinear" else (None, None)
-        if node.op_type == "QuantizeLinear" and _attr(node, "output_dtype") not in (None, 0):
-            bits, signed = _ONNX_INT_TYPES.get(_attr(node, "output_dtype"), (None, None))
+        if node.op_type == "QuantizeLinear" and attr(node, "output_dtype") not in (None, 0):
+            bits, signed = _ONNX_INT_TYPES.get(attr(node, "output_dtype"), (None, None))
         return QParams(scale, 0, bits, signed)
     if not isinstance(zp, Const):
-        raise ModelError("the zero point must be a constant", node=_nm(node))
+        raise ModelError("the zero point must be a constant", node=node_name(node))
     z = np.asarray(zp.values)
     if z.size != 1:
-        raise ModelError(f"per-channel zero points ({z.size} values) are not supported", node=_nm(node),
+        raise ModelError(f"per-channel zero points ({z.size} values) are not supported", node=node_name(node),
                          hint="quantize with one per-tensor zero point (onnxruntime: per_channel=False)")
     if z.dtype not in _ZP_KINDS:
-        raise ModelError(f"zero point type {z.dtype} is not supported", node=_nm(node),
+        raise ModelError(f"zero point type {z.dtype} is not supported", node=node_name(node),
                          hint="use int8, uint8 or int16")
     bits, signed = _ZP_KINDS[z.dtype]
     return QParams(scale, int(z.reshape(-1)[0]), bits, signed)
@@ -364,7 +352,7 @@ def _quantize_const(node, values: np.ndarray, qp: QParams) -> np.ndarray:
         return np.asarray(quantize_float(np.asarray(values, dtype=np.float64), t)).astype(dtype)
     v = np.asarray(values, dtype=np.float32) / np.float32(qp.scale)
     if not np.all(np.isfinite(v)):
-        raise ModelError("cannot quantize NaN or infinite constants", node=_nm(node))
+        raise ModelError("cannot quantize NaN or infinite constants", node=node_name(node))
     q = np.rint(v.astype(np.float64))  # rint rounds half to even, exactly, on the float32 quotient
     return np.clip(q + qp.zero_point, lo, hi).astype(dtype)
 
@@ -378,7 +366,7 @@ def _quantize(node, ins, st: _State):
     bits, signed = qp.bits, qp.signed
     if bits not in (8, 16) or (bits == 16 and not signed):
         raise ModelError(f"activations of {bits} bits ({'signed' if signed else 'unsigned'}) are not supported",
-                         node=_nm(node), hint="quantize activations to int8, uint8 or int16")
+                         node=node_name(node), hint="quantize activations to int8, uint8 or int16")
     name = node.output[0]
     if isinstance(x, FloatInput):
         st.tensors[name] = qp.activation(name, x.features)
@@ -389,8 +377,8 @@ def _quantize(node, ins, st: _State):
         return _finish_relu(node, x, qp, st)
     if isinstance(x, Dequantized):
         raise ModelError("requantizing an activation on its own (DequantizeLinear -> QuantizeLinear) is not supported",
-                         node=_nm(node), hint="quantize each activation once")
-    raise ModelError(f"cannot quantize {type(x).__name__}", node=_nm(node),
+                         node=node_name(node), hint="quantize each activation once")
+    raise ModelError(f"cannot quantize {type(x).__name__}", node=node_name(node),
                      hint="QuantizeLinear must follow the graph input, Gemm, MatMul+Add or Relu")
 
 
@@ -402,41 +390,31 @@ def _dequantize(node, ins, st: _State):
         if qp.scale != t.real_scale or qp.zero_point != t.zero_point:
             if t.scale is None and qp.frac is not None and t.zero_point == qp.zero_point == 0:
                 raise ModelError(f"dequantizes with 2**-{qp.frac} a tensor quantized with 2**-{t.type.frac}",
-                                 node=_nm(node), hint="use the same scale in the QuantizeLinear / DequantizeLinear pair")
+                                 node=node_name(node), hint="use the same scale in the QuantizeLinear / DequantizeLinear pair")
             raise ModelError(f"dequantizes with scale {_describe(qp.scale, qp.zero_point)} a tensor quantized with "
-                             f"scale {_describe(t.real_scale, t.zero_point)}", node=_nm(node),
+                             f"scale {_describe(t.real_scale, t.zero_point)}", node=node_name(node),
                              hint="use the same scale and zero point in the QuantizeLinear / DequantizeLinear pair")
         return Dequantized(x.tensor)
     if isinstance(x, Const):
         if len(ins) < 2 or not isinstance(ins[1], Const):
-            raise ModelError("the scale must be a constant", node=_nm(node))
+            raise ModelError("the scale must be a constant", node=node_name(node))
         qp = _qparams(node, ins)
         q = np.asarray(x.values)
         if q.dtype.kind not in "iu":
-            raise ModelError(f"dequantizes a {q.dtype} constant; expected integers", node=_nm(node))
+            raise ModelError(f"dequantizes a {q.dtype} constant; expected integers", node=node_name(node))
         bits = q.dtype.itemsize * 8
         frac = qp.frac
         t = FixedType(bits, q.dtype.kind == "i", frac if frac is not None else 0)
         values = (q.astype(np.float64) - qp.zero_point) * qp.scale
         return Const(values, q.astype(np.int64), t, None if frac is not None else qp.scale, qp.zero_point)
-    raise ModelError(f"DequantizeLinear of {type(x).__name__} is not supported", node=_nm(node))
+    raise ModelError(f"DequantizeLinear of {type(x).__name__} is not supported", node=node_name(node))
 
 
 def _view(node, ins, st: _State):
     """Identity, Flatten, Reshape and Squeeze-like views that keep [batch, features] as it is."""
     x = ins[0]
-    if node.op_type == "Flatten" and _attr(node, "axis", 1) != 1:
-        raise ModelError(f"Flatten with axis={_attr(node, 'axis')} changes the data layout", node=_nm(node),
-                         hint="use axis=1")
-    if node.op_type == "Reshape":
-        shape = ins[1]
-        if not isinstance(shape, Const):
-            raise ModelError("Reshape needs a constant shape", node=_nm(node))
-        dims = [int(d) for d in np.asarray(shape.values).reshape(-1)]
-        features = _features(x, st)
-        if len(dims) != 2 or dims[1] != features:
-            raise ModelError(f"Reshape to {dims} changes the [batch, {features}] layout", node=_nm(node),
-                             hint="only reshapes to [-1, features] or [batch, features] are supported")
+    shape = ins[1] if node.op_type == "Reshape" else None
+    check_view(node, shape.values if isinstance(shape, Const) else None, _features(x, st))
     return x
 
 
@@ -454,13 +432,13 @@ def _weight(node, w, transpose: bool) -> tuple[np.ndarray, FixedType, float | No
     """The weight's integers with its zero point subtracted, their type, and the float scale (None: a power
     of two, 2**-type.frac)."""
     if not isinstance(w, Const) or w.q is None:
-        raise ModelError("the weight must be a DequantizeLinear of an int8 or int16 constant", node=_nm(node),
+        raise ModelError("the weight must be a DequantizeLinear of an int8 or int16 constant", node=node_name(node),
                          hint="export with quantized weights (QDQ format)")
     q = w.q.T if transpose else w.q
     if q.ndim != 2:
-        raise ModelError(f"the weight has shape {list(q.shape)}; expected two dimensions", node=_nm(node))
+        raise ModelError(f"the weight has shape {list(q.shape)}; expected two dimensions", node=node_name(node))
     if w.type.bits not in (8, 16):
-        raise ModelError(f"weights of type {w.type.storage} are not supported", node=_nm(node),
+        raise ModelError(f"weights of type {w.type.storage} are not supported", node=node_name(node),
                          hint="quantize weights to int8 or int16")
     if w.zero_point == 0 and w.type.signed:
         return q.astype(np.int64), w.type, w.scale
@@ -470,25 +448,21 @@ def _weight(node, w, transpose: bool) -> tuple[np.ndarray, FixedType, float | No
     bits = 8 if -128 <= lo and hi <= 127 else 16
     if not -(1 << 15) <= lo <= hi < (1 << 15):
         raise ModelError(f"the weight minus its zero point {w.zero_point} spans [{lo}, {hi}], beyond int16",
-                         node=_nm(node), hint="quantize 16-bit weights symmetrically (zero point 0)")
+                         node=node_name(node), hint="quantize 16-bit weights symmetrically (zero point 0)")
     return folded, FixedType(bits, True, w.type.frac), w.scale
 
 
 def _matmul_start(node, x, w, trans_b: bool) -> PendingDense:
     if not isinstance(x, Dequantized):
         raise ModelError(f"the input of {node.op_type} must be a quantized activation (DequantizeLinear output)",
-                         node=_nm(node), hint="quantize the input with QuantizeLinear/DequantizeLinear")
+                         node=node_name(node), hint="quantize the input with QuantizeLinear/DequantizeLinear")
     q, wt, scale = _weight(node, w, trans_b)
-    return PendingDense(_nm(node), x.tensor, q, wt, None, False, scale)
+    return PendingDense(node_name(node), x.tensor, q, wt, None, False, scale)
 
 
 def _gemm(node, ins, st: _State):
-    if _attr(node, "alpha", 1.0) != 1.0 or _attr(node, "beta", 1.0) != 1.0:
-        raise ModelError("Gemm with alpha or beta other than 1 is not supported", node=_nm(node),
-                         hint="fold alpha and beta into the weights before export")
-    if _attr(node, "transA", 0) != 0:
-        raise ModelError("Gemm with transA=1 is not supported", node=_nm(node))
-    dense = _matmul_start(node, ins[0], ins[1], bool(_attr(node, "transB", 0)))
+    trans_b = check_gemm(node)
+    dense = _matmul_start(node, ins[0], ins[1], trans_b)
     _check_in_features(node, dense, st)
     if len(ins) > 2 and ins[2] is not None:
         dense = _add_bias(node, dense, ins[2], st)
@@ -505,7 +479,7 @@ def _check_in_features(node, dense: PendingDense, st: _State) -> None:
     k = st.tensors[dense.x].features
     if dense.weight.shape[0] != k:
         raise ModelError(f"the weight has {dense.weight.shape[0]} input features but the input has {k}",
-                         node=_nm(node))
+                         node=node_name(node))
 
 
 def _add(node, ins, st: _State):
@@ -514,12 +488,12 @@ def _add(node, ins, st: _State):
         a, b = b, a
     if isinstance(a, PendingDense) and isinstance(b, Const):
         if a.bias is not None or a.relu:
-            raise ModelError("a second bias after MatMul is not supported", node=_nm(node))
+            raise ModelError("a second bias after MatMul is not supported", node=node_name(node))
         return _add_bias(node, a, b, st)
     if isinstance(a, Dequantized) and isinstance(b, Const):
         return _bias_layer(node, a, b, st)
     raise ModelError("Add is supported as the bias of MatMul (MatMul -> Add with a constant) or as the sum of "
-                     "two quantized activations", node=_nm(node),
+                     "two quantized activations", node=node_name(node),
                      hint="quantize both inputs with QuantizeLinear/DequantizeLinear")
 
 
@@ -546,7 +520,7 @@ def _bias_layer(node, a: Dequantized, b: Const, st: _State) -> PendingDense:
         k = min(max(needed), _BIAS_LAYER_MAX_K)
     wt = FixedType(8 if k <= 6 else 16, True, k)
     weight = np.diag(np.full(n, 1 << k, dtype=np.int64))
-    dense = PendingDense(_nm(node), a.tensor, weight, wt, None, False, None)
+    dense = PendingDense(node_name(node), a.tensor, weight, wt, None, False, None)
     return _add_bias(node, dense, b, st)
 
 
@@ -557,7 +531,7 @@ def _add_bias(node, dense: PendingDense, b: Const, st: _State) -> PendingDense:
     if values.size == 1:
         values = np.full(n, values[0])
     if values.size != n:
-        raise ModelError(f"the bias has {values.size} values for {n} output features", node=_nm(node))
+        raise ModelError(f"the bias has {values.size} values for {n} output features", node=node_name(node))
     pow2 = x.scale is None and dense.weight_scale is None
     if pow2 and (b.q is None or b.scale is None):
         # Power-of-two grids: the bias is shifted up exactly, or refused.
@@ -566,13 +540,13 @@ def _add_bias(node, dense: PendingDense, b: Const, st: _State) -> PendingDense:
             shift = acc_frac - b.type.frac
             if shift < 0:
                 raise ModelError(f"the bias has {b.type.frac} fractional bits, more than the accumulator's {acc_frac}",
-                                 node=_nm(node), hint="quantize the bias with scale = input scale x weight scale")
+                                 node=node_name(node), hint="quantize the bias with scale = input scale x weight scale")
             q = (np.broadcast_to(b.q.reshape(-1), (n,)).astype(np.int64) - b.zero_point) << shift
         else:
             scaled = np.ldexp(values, acc_frac)
             if np.any(scaled != np.round(scaled)):
                 raise ModelError("the float bias is not on the accumulator grid (input scale x weight scale)",
-                                 node=_nm(node), hint="quantize the bias to int32 with scale = input scale x weight scale")
+                                 node=node_name(node), hint="quantize the bias to int32 with scale = input scale x weight scale")
             q = scaled.astype(np.int64)
         return replace(dense, bias=q)
     # Arbitrary scales: the bias's real value on the accumulator grid (s_x * s_w), rounded half to even when
@@ -586,7 +560,7 @@ def _add_bias(node, dense: PendingDense, b: Const, st: _State) -> PendingDense:
     else:
         q = [round_fraction(Fraction(float(v)) / acc, Rounding.CONV_EVEN) for v in values]
     if any(abs(v) >= 1 << 62 for v in q):
-        raise ModelError("the bias is far beyond the accumulator's range", node=_nm(node))
+        raise ModelError("the bias is far beyond the accumulator's range", node=node_name(node))
     return replace(dense, bias=np.array(q, dtype=np.int64))
 
 
@@ -597,9 +571,9 @@ def _relu(node, ins, st: _State):
             return x
         return replace(x, relu=True)
     if isinstance(x, Dequantized) and _foldable_relu(node, x, st):
-        return PendingRelu(_nm(node), x.tensor)
+        return PendingRelu(node_name(node), x.tensor)
     raise ModelError("Relu is supported only after Gemm or MatMul+Add, before QuantizeLinear, or on the "
-                     "dequantized output of such a layer that nothing else reads", node=_nm(node),
+                     "dequantized output of such a layer that nothing else reads", node=node_name(node),
                      hint="place Relu between the layer and its output QuantizeLinear")
 
 
@@ -623,7 +597,7 @@ def _finish_relu(node, pending: PendingRelu, qp: QParams, st: _State) -> Quantiz
     if not same:
         raise ModelError(f"Relu between a tensor of scale {_describe(t.real_scale, t.zero_point)} and a "
                          f"QuantizeLinear of scale {_describe(qp.scale, qp.zero_point)} requantizes an activation "
-                         "on its own, which is not supported", node=_nm(node),
+                         "on its own, which is not supported", node=node_name(node),
                          hint="quantize the Relu's input and output with the same scale and zero point, or put "
                               "the Relu before the layer's QuantizeLinear")
     name = node.output[0]

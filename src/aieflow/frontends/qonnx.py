@@ -32,6 +32,7 @@ from ..errors import ModelError
 from ..ir import Graph, Op, Tensor
 from ..numerics import FixedType, Rounding, Saturation, choose_multiplier
 from . import Imported
+from .onnx_nodes import attr, check_gemm, check_view, node_name
 
 QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general", "onnx.brevitas", "qonnx")
 
@@ -292,7 +293,7 @@ def _convert(model, name: str) -> tuple[Graph, dict]:
         if node.op_type == "Constant":
             attr = next((a for a in node.attribute if a.name == "value"), None)
             if attr is None:
-                raise ModelError("only Constant nodes with a tensor 'value' are supported", node=_nm(node))
+                raise ModelError("only Constant nodes with a tensor 'value' are supported", node=node_name(node))
             st.values[node.output[0]] = Const(np.asarray(numpy_helper.to_array(attr.t), dtype=np.float64))
             continue
         rule = RULES.get(node.op_type)
@@ -300,13 +301,13 @@ def _convert(model, name: str) -> tuple[Graph, dict]:
         if rule is None or (qonnx_op and node.domain not in QONNX_DOMAINS) \
                 or (not qonnx_op and node.domain not in ("", "ai.onnx")):
             raise ModelError(f"unsupported op {node.domain + '.' if node.domain else ''}{node.op_type}",
-                             node=_nm(node), hint=f"supported: {', '.join(sorted(RULES))}")
+                             node=node_name(node), hint=f"supported: {', '.join(sorted(RULES))}")
         ins = []
         for i in node.input:
             if i == "":
                 ins.append(None)
             elif i not in st.values:
-                raise ModelError(f"input '{i}' is not produced by any earlier node", node=_nm(node))
+                raise ModelError(f"input '{i}' is not produced by any earlier node", node=node_name(node))
             else:
                 ins.append(st.values[i])
         out = rule(node, ins, st)
@@ -330,22 +331,6 @@ def _convert(model, name: str) -> tuple[Graph, dict]:
     return Graph(name, st.tensors, tuple(st.ops), tuple(ir_inputs), tuple(outputs)).validate(), onnx_names
 
 
-def _nm(node) -> str | None:
-    if node is None:
-        return None
-    return node.name or f"{node.op_type}({', '.join(node.output)})"
-
-
-def _attr(node, name: str, default=None):
-    from onnx import helper
-
-    for a in node.attribute:
-        if a.name == name:
-            v = helper.get_attribute_value(a)
-            return v.decode() if isinstance(v, bytes) else v
-    return default
-
-
 # --- scales and quantization parameters -------------------------------------------------------------------
 
 
@@ -357,35 +342,35 @@ def _pow2_frac(s: float) -> int | None:
 
 def _scalar(node, v, what: str, per_tensor_hint: str = "quantize with one per-tensor scale") -> float:
     if not isinstance(v, Const):
-        raise ModelError(f"the {what} must be a constant", node=_nm(node),
+        raise ModelError(f"the {what} must be a constant", node=node_name(node),
                          hint="export with constant quantization parameters (qonnx cleanup folds computed ones)")
     a = np.asarray(v.values, dtype=np.float64).reshape(-1)
     if a.size != 1:
         if a.size > 1 and np.all(a == a[0]):
             return float(a[0])
-        raise ModelError(f"per-channel {what}s ({a.size} values) are not supported", node=_nm(node),
+        raise ModelError(f"per-channel {what}s ({a.size} values) are not supported", node=node_name(node),
                          hint=per_tensor_hint)
     return float(a[0])
 
 
 def _quant_params(node, ins) -> QuantParams:
     if len(ins) != 4 or any(v is None for v in ins):
-        raise ModelError(f"Quant takes 4 inputs (x, scale, zeropt, bitwidth), not {len(ins)}", node=_nm(node))
+        raise ModelError(f"Quant takes 4 inputs (x, scale, zeropt, bitwidth), not {len(ins)}", node=node_name(node))
     scale = _scalar(node, ins[1], "scale")
     if not (scale > 0 and math.isfinite(scale)):
-        raise ModelError(f"scale {scale} must be positive and finite", node=_nm(node))
+        raise ModelError(f"scale {scale} must be positive and finite", node=node_name(node))
     zp = _scalar(node, ins[2], "zero point")
     if zp != round(zp):
-        raise ModelError(f"zero point {zp} is not an integer", node=_nm(node),
+        raise ModelError(f"zero point {zp} is not an integer", node=node_name(node),
                          hint="use an integer zero point (Brevitas: zero_point_impl that rounds it)")
     bits = _scalar(node, ins[3], "bit width")
     if bits != round(bits) or bits < 1:
-        raise ModelError(f"bit width {bits} is not a positive integer", node=_nm(node))
-    mode = str(_attr(node, "rounding_mode", "ROUND")).upper()
+        raise ModelError(f"bit width {bits} is not a positive integer", node=node_name(node))
+    mode = str(attr(node, "rounding_mode", "ROUND")).upper()
     if mode not in QONNX_ROUNDING:
-        raise ModelError(f"unknown rounding_mode '{mode}'", node=_nm(node),
+        raise ModelError(f"unknown rounding_mode '{mode}'", node=node_name(node),
                          hint=f"use one of {', '.join(QONNX_ROUNDING)}")
-    return QuantParams(scale, int(zp), int(bits), bool(_attr(node, "signed", 1)), bool(_attr(node, "narrow", 0)),
+    return QuantParams(scale, int(zp), int(bits), bool(attr(node, "signed", 1)), bool(attr(node, "narrow", 0)),
                        mode)
 
 
@@ -402,7 +387,7 @@ def _rounding(node, p: QuantParams) -> Rounding:
             return _NONNEGATIVE[r]
         raise ModelError(f"rounding_mode {p.mode} with zero point {zp} on a signed range rounds around -zp, "
                          "which no integer rounding mode followed by adding the zero point reproduces",
-                         node=_nm(node), hint="use zero point 0, an unsigned range, or ROUND / FLOOR / CEIL")
+                         node=node_name(node), hint="use zero point 0, an unsigned range, or ROUND / FLOOR / CEIL")
     return r  # FLOOR and CEIL commute with adding an integer
 
 
@@ -411,15 +396,15 @@ def _act_type(node, p: QuantParams) -> tuple[FixedType, float | None]:
     if p.bits not in ACT_BITS:
         hint = ("1-bit (bipolar / binary) activations have no integer SRS equivalent" if p.bits == 1
                 else "quantize activations to 2 to 16 bits")
-        raise ModelError(f"activations of {p.bits} bits are not supported", node=_nm(node), hint=hint)
+        raise ModelError(f"activations of {p.bits} bits are not supported", node=node_name(node), hint=hint)
     if not p.signed and p.bits > 8:
-        raise ModelError(f"unsigned activations of {p.bits} bits do not fit uint8 or int16", node=_nm(node),
+        raise ModelError(f"unsigned activations of {p.bits} bits do not fit uint8 or int16", node=node_name(node),
                          hint="use signed activations above 8 bits, or 8 bits or fewer unsigned")
     if p.narrow and not p.signed:
-        raise ModelError(f"unsigned narrow range [0, {p.qmax}] has no saturation mode", node=_nm(node),
+        raise ModelError(f"unsigned narrow range [0, {p.qmax}] has no saturation mode", node=node_name(node),
                          hint="use narrow=0 for unsigned activations")
     if not p.qmin <= p.zero_point <= p.qmax:
-        raise ModelError(f"zero point {p.zero_point} is outside the range [{p.qmin}, {p.qmax}]", node=_nm(node))
+        raise ModelError(f"zero point {p.zero_point} is outside the range [{p.qmin}, {p.qmax}]", node=node_name(node))
     frac = _pow2_frac(p.scale)
     sat = Saturation.SYMMETRIC if p.narrow else Saturation.SATURATE
     t = FixedType(p.bits, p.signed, frac if frac is not None else 0, _rounding(node, p), sat)
@@ -470,55 +455,55 @@ def _quant(node, ins, st: _State):
                 and t.type.qmin >= p.qmin and t.type.qmax <= p.qmax and t.type.saturation is not Saturation.NONE:
             return x  # every value already lies on this grid and inside this range: the Quant is the identity
         return _finish_dense(node, _identity(node, x.tensor, st), out, scale, p.zero_point, st)
-    raise ModelError(f"cannot quantize {type(x).__name__}", node=_nm(node),
+    raise ModelError(f"cannot quantize {type(x).__name__}", node=node_name(node),
                      hint="a Quant must follow the graph input, a constant, Gemm, MatMul(+Add), Add or Relu")
 
 
 def _bipolar_quant(node, ins, st: _State):
     x = ins[0]
     if len(ins) != 2:
-        raise ModelError(f"BipolarQuant takes 2 inputs (x, scale), not {len(ins)}", node=_nm(node))
+        raise ModelError(f"BipolarQuant takes 2 inputs (x, scale), not {len(ins)}", node=node_name(node))
     scale = _scalar(node, ins[1], "scale")
     if isinstance(x, Const):
         q = np.where(np.asarray(x.values) >= 0.0, 1, -1).astype(np.int64)
         return Const(q.astype(np.float64) * scale, q, scale, 2)
     raise ModelError("BipolarQuant of an activation (the sign function) is not supported: sign(x) is not a "
-                     "rounding of a shifted integer, which is all a layer's output can be", node=_nm(node),
+                     "rounding of a shifted integer, which is all a layer's output can be", node=node_name(node),
                      hint="use bipolar weights only, and Quant with 2 or more bits for activations")
 
 
 def _identity(node, x: str, st: _State) -> PendingDense:
     n = st.tensors[x].features
-    return PendingDense(_nm(node), x, np.eye(n, dtype=np.int64), 1.0, 2, None, False)
+    return PendingDense(node_name(node), x, np.eye(n, dtype=np.int64), 1.0, 2, None, False)
 
 
 def _trunc(node, ins, st: _State):
     x = ins[0]
     if not isinstance(x, Act):
-        raise ModelError(f"Trunc of {type(x).__name__} is not supported", node=_nm(node),
+        raise ModelError(f"Trunc of {type(x).__name__} is not supported", node=node_name(node),
                          hint="Trunc must follow a quantized activation (a Quant output)")
     t = st.tensors[x.tensor]
     v2 = st.opset >= 2
     want = 6 if v2 else 5
     if len(ins) != want:
-        raise ModelError(f"Trunc (version {2 if v2 else 1}) takes {want} inputs, not {len(ins)}", node=_nm(node))
+        raise ModelError(f"Trunc (version {2 if v2 else 1}) takes {want} inputs, not {len(ins)}", node=node_name(node))
     scale = _scalar(node, ins[1], "scale")
     zp = _scalar(node, ins[2], "zero point")
     if zp != 0 or t.zero_point != 0:
-        raise ModelError("Trunc with a zero point is not supported", node=_nm(node), hint="use zero point 0")
+        raise ModelError("Trunc with a zero point is not supported", node=node_name(node), hint="use zero point 0")
     if scale != t.real_scale:
-        raise ModelError(f"Trunc scale {scale!r} differs from its input's scale {t.real_scale!r}", node=_nm(node),
+        raise ModelError(f"Trunc scale {scale!r} differs from its input's scale {t.real_scale!r}", node=node_name(node),
                          hint="give Trunc the scale of the activation it truncates")
-    mode = str(_attr(node, "rounding_mode", "FLOOR")).upper()
+    mode = str(attr(node, "rounding_mode", "FLOOR")).upper()
     if mode not in QONNX_ROUNDING:
-        raise ModelError(f"unknown rounding_mode '{mode}'", node=_nm(node),
+        raise ModelError(f"unknown rounding_mode '{mode}'", node=node_name(node),
                          hint=f"use one of {', '.join(QONNX_ROUNDING)}")
     rounding = QONNX_ROUNDING[mode]
     if v2:
         out_scale = _scalar(node, ins[4], "output scale")
         bits = int(_scalar(node, ins[5], "output bit width"))
-        signed = bool(_attr(node, "signed", 1))
-        narrow = bool(_attr(node, "narrow", 0))
+        signed = bool(attr(node, "signed", 1))
+        narrow = bool(attr(node, "narrow", 0))
         # As qonnx computes it: the truncation is the power of two nearest the ratio of the scales.
         shift = int(np.round(np.log2(np.float64(out_scale) / np.float64(scale))))
     else:
@@ -526,7 +511,7 @@ def _trunc(node, ins, st: _State):
         bits = int(_scalar(node, ins[4], "output bit width"))
         if t.type.bits > in_bits:
             raise ModelError(f"Trunc's input bit width {in_bits} is below its input's {t.type.bits} bits",
-                             node=_nm(node))
+                             node=node_name(node))
         shift, out_scale, signed, narrow = in_bits - bits, scale, t.type.signed, False
         # Version 1 does not clamp: one more bit holds a value rounded up past the output range.
         bits += 0 if rounding in (Rounding.FLOOR, Rounding.SYMMETRIC_FLOOR) else 1
@@ -538,18 +523,8 @@ def _trunc(node, ins, st: _State):
 
 def _view(node, ins, st: _State):
     x = ins[0]
-    if node.op_type == "Flatten" and _attr(node, "axis", 1) != 1:
-        raise ModelError(f"Flatten with axis={_attr(node, 'axis')} changes the data layout", node=_nm(node),
-                         hint="use axis=1")
-    if node.op_type == "Reshape":
-        shape = ins[1]
-        if not isinstance(shape, Const):
-            raise ModelError("Reshape needs a constant shape", node=_nm(node))
-        dims = [int(d) for d in np.asarray(shape.values).reshape(-1)]
-        features = _features(x, st)
-        if len(dims) != 2 or dims[1] != features:
-            raise ModelError(f"Reshape to {dims} changes the [batch, {features}] layout", node=_nm(node),
-                             hint="only reshapes to [-1, features] or [batch, features] are supported")
+    shape = ins[1] if node.op_type == "Reshape" else None
+    check_view(node, shape.values if isinstance(shape, Const) else None, _features(x, st))
     return x
 
 
@@ -566,30 +541,26 @@ def _features(x, st: _State) -> int | None:
 def _matmul_start(node, x, w, trans_b: bool, st: _State) -> PendingDense:
     if not isinstance(x, Act):
         raise ModelError(f"the input of {node.op_type} must be a quantized activation (a Quant output), "
-                         f"not {type(x).__name__}", node=_nm(node),
+                         f"not {type(x).__name__}", node=node_name(node),
                          hint="quantize the layer input with a Quant node (Brevitas: an input or activation quantizer)")
     if not isinstance(w, Const) or w.q is None:
-        raise ModelError("the weight must be a constant quantized by a Quant or BipolarQuant node", node=_nm(node),
+        raise ModelError("the weight must be a constant quantized by a Quant or BipolarQuant node", node=node_name(node),
                          hint="quantize the weights (Brevitas: QuantLinear with a weight quantizer)")
     q = w.q.T if trans_b else w.q
     if q.ndim != 2:
-        raise ModelError(f"the weight has shape {list(q.shape)}; expected two dimensions", node=_nm(node))
+        raise ModelError(f"the weight has shape {list(q.shape)}; expected two dimensions", node=node_name(node))
     if w.bits > 16:
-        raise ModelError(f"weights need {w.bits} signed bits; at most 16 are supported", node=_nm(node),
+        raise ModelError(f"weights need {w.bits} signed bits; at most 16 are supported", node=node_name(node),
                          hint="quantize weights to 16 bits or fewer")
     k = st.tensors[x.tensor].features
     if q.shape[0] != k:
-        raise ModelError(f"the weight has {q.shape[0]} input features but the input has {k}", node=_nm(node))
-    return PendingDense(_nm(node), x.tensor, q.astype(np.int64), float(w.scale), w.bits, None, False)
+        raise ModelError(f"the weight has {q.shape[0]} input features but the input has {k}", node=node_name(node))
+    return PendingDense(node_name(node), x.tensor, q.astype(np.int64), float(w.scale), w.bits, None, False)
 
 
 def _gemm(node, ins, st: _State):
-    if _attr(node, "alpha", 1.0) != 1.0 or _attr(node, "beta", 1.0) != 1.0:
-        raise ModelError("Gemm with alpha or beta other than 1 is not supported", node=_nm(node),
-                         hint="fold alpha and beta into the weights before export")
-    if _attr(node, "transA", 0) != 0:
-        raise ModelError("Gemm with transA=1 is not supported", node=_nm(node))
-    dense = _matmul_start(node, ins[0], ins[1], bool(_attr(node, "transB", 0)), st)
+    trans_b = check_gemm(node)
+    dense = _matmul_start(node, ins[0], ins[1], trans_b, st)
     if len(ins) > 2 and ins[2] is not None:
         dense = _add_bias(node, dense, ins[2])
     return dense
@@ -606,32 +577,32 @@ def _add(node, ins, st: _State):
     if isinstance(a, PendingDense) and isinstance(b, Const):
         if a.bias is not None or a.relu:
             raise ModelError("a second bias after MatMul/Gemm (or a bias after Relu) is not supported",
-                             node=_nm(node))
+                             node=node_name(node))
         return _add_bias(node, a, b)
     if isinstance(a, Act) and isinstance(b, Act):
         ta, tb = st.tensors[a.tensor], st.tensors[b.tensor]
         if ta.features != tb.features:
-            raise ModelError(f"adds activations of {ta.features} and {tb.features} features", node=_nm(node),
+            raise ModelError(f"adds activations of {ta.features} and {tb.features} features", node=node_name(node),
                              hint="broadcasting is not supported: add activations of the same width")
         for t in (ta, tb):
             _check_add_type(node, t.type, t.scale, t.zero_point, f"input '{t.name}'")
-        return PendingAdd(_nm(node), a.tensor, b.tensor, False)
+        return PendingAdd(node_name(node), a.tensor, b.tensor, False)
     if any(isinstance(v, (PendingDense, PendingAdd)) for v in (a, b)) and all(
             isinstance(v, (Act, PendingDense, PendingAdd)) for v in (a, b)):
-        raise ModelError("adds a layer's output that was never quantized", node=_nm(node),
+        raise ModelError("adds a layer's output that was never quantized", node=node_name(node),
                          hint="put a Quant node on both inputs of a residual Add")
     raise ModelError("Add is supported as the bias of MatMul (MatMul -> Add with a constant) or as the sum of "
-                     f"two quantized activations, not {type(a).__name__} + {type(b).__name__}", node=_nm(node))
+                     f"two quantized activations, not {type(a).__name__} + {type(b).__name__}", node=node_name(node))
 
 
 def _check_add_type(node, t: FixedType, scale, zp: int, what: str) -> None:
     if scale is not None or zp != 0:
         raise ModelError(f"{what} of a residual Add has a scale that is not a power of two or a zero point",
-                         node=_nm(node), hint="quantize both inputs and the output of a residual Add with "
+                         node=node_name(node), hint="quantize both inputs and the output of a residual Add with "
                                               "power-of-two scales and zero point 0")
     if t.bits != t.storage_bits or (t.bits == 16 and not t.signed):
         raise ModelError(f"{what} of a residual Add is {t.bits}-bit {'signed' if t.signed else 'unsigned'}; the "
-                         "add kernel takes full int8, uint8 or int16", node=_nm(node),
+                         "add kernel takes full int8, uint8 or int16", node=node_name(node),
                          hint="quantize the inputs and output of a residual Add to 8 or 16 bits")
 
 
@@ -639,7 +610,7 @@ def _add_bias(node, dense: PendingDense, b: Const) -> PendingDense:
     n = dense.weight.shape[1]
     values = np.asarray(b.values, dtype=np.float64).reshape(-1)
     if values.size not in (1, n):
-        raise ModelError(f"the bias has {values.size} values for {n} output features", node=_nm(node))
+        raise ModelError(f"the bias has {values.size} values for {n} output features", node=node_name(node))
     return replace(dense, bias=b)
 
 
@@ -649,7 +620,7 @@ def _relu(node, ins, st: _State):
         return replace(x, relu=True)
     if isinstance(x, Act):
         return replace(_identity(node, x.tensor, st), relu=True)
-    raise ModelError(f"Relu of {type(x).__name__} is not supported", node=_nm(node),
+    raise ModelError(f"Relu of {type(x).__name__} is not supported", node=node_name(node),
                      hint="place Relu after Gemm, MatMul(+Add), Add or a quantized activation, before a Quant")
 
 
@@ -703,11 +674,11 @@ def _finish_dense(node, dense: PendingDense, out: FixedType, out_scale: float | 
         bias = bias - np.int64(x.zero_point) * dense.weight.sum(axis=0)
     name = node.output[0]
     if name in st.tensors:
-        raise ModelError(f"tensor '{name}' is written twice", node=_nm(node))
+        raise ModelError(f"tensor '{name}' is written twice", node=node_name(node))
     st.tensors[name] = Tensor(name, n, out, out_scale, zp)
     op_name = dense.node
     if any(op.name == op_name for op in st.ops):
-        op_name = _nm(node)
+        op_name = node_name(node)
     attrs = {"relu": dense.relu, "shift": int(shift), "weight_type": weight_type}
     if multiplier != 1:
         attrs["multiplier"] = int(multiplier)

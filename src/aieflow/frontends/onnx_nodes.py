@@ -1,0 +1,51 @@
+"""What the two ONNX frontends (QDQ and QONNX) read from nodes the same way: names, attributes, and the
+checks on the graph ops both accept (Gemm's attributes, views that must keep [batch, features])."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ModelError
+
+
+def node_name(node) -> str | None:
+    """The node's name for messages (its op type and outputs when it has none)."""
+    if node is None:
+        return None
+    return node.name or f"{node.op_type}({', '.join(node.output)})"
+
+
+def attr(node, name: str, default=None):
+    """An attribute's value (strings decoded), or `default` when the node does not set it."""
+    from onnx import helper
+
+    for a in node.attribute:
+        if a.name == name:
+            v = helper.get_attribute_value(a)
+            return v.decode() if isinstance(v, bytes) else v
+    return default
+
+
+def check_gemm(node) -> bool:
+    """Refuse the Gemm attributes a dense layer cannot mean; returns transB."""
+    if attr(node, "alpha", 1.0) != 1.0 or attr(node, "beta", 1.0) != 1.0:
+        raise ModelError("Gemm with alpha or beta other than 1 is not supported", node=node_name(node),
+                         hint="fold alpha and beta into the weights before export")
+    if attr(node, "transA", 0) != 0:
+        raise ModelError("Gemm with transA=1 is not supported", node=node_name(node))
+    return bool(attr(node, "transB", 0))
+
+
+def check_view(node, shape_values, features: int | None) -> None:
+    """Identity, Flatten (axis 1) and Reshape to [-1 or batch, features] keep the layout; refuse the rest.
+    shape_values: Reshape's constant shape (None when it is not a constant)."""
+    if node.op_type == "Flatten" and attr(node, "axis", 1) != 1:
+        raise ModelError(f"Flatten with axis={attr(node, 'axis')} changes the data layout", node=node_name(node),
+                         hint="use axis=1")
+    if node.op_type == "Reshape":
+        if shape_values is None:
+            raise ModelError("Reshape needs a constant shape", node=node_name(node))
+        dims = [int(d) for d in np.asarray(shape_values).reshape(-1)]
+        if len(dims) != 2 or dims[1] != features:
+            raise ModelError(f"Reshape to {dims} changes the [batch, {features}] layout", node=node_name(node),
+                             hint="only reshapes to [-1, features] or [batch, features] are supported")
