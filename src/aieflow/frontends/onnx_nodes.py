@@ -49,3 +49,31 @@ def check_view(node, shape_values, features: int | None) -> None:
         if len(dims) != 2 or dims[1] != features:
             raise ModelError(f"Reshape to {dims} changes the [batch, {features}] layout", node=node_name(node),
                              hint="only reshapes to [-1, features] or [batch, features] are supported")
+
+
+def constant_value(node) -> np.ndarray:
+    """The tensor a Constant node holds (only the tensor form, `value`, is accepted)."""
+    from onnx import numpy_helper
+
+    t = next((a for a in node.attribute if a.name == "value"), None)
+    if t is None:
+        raise ModelError("only Constant nodes with a tensor 'value' are supported", node=node_name(node))
+    return numpy_helper.to_array(t.t)
+
+
+def float_input(graph, known, quantizer: str) -> tuple[str, int]:
+    """The one float32 [batch, features] graph input that is not an initializer: (name, features)."""
+    found = []
+    for vi in graph.input:
+        if vi.name in known:
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+        if len(dims) < 2 or dims[-1] is None or any(d is None or d > 1 for d in dims[1:-1]):
+            raise ModelError(f"graph input '{vi.name}' has shape {dims}; expected [batch, features]",
+                             hint="flatten the input to two dimensions before export")
+        if vi.type.tensor_type.elem_type != 1:
+            raise ModelError(f"graph input '{vi.name}' must be float32 ({quantizer} quantizes it)")
+        found.append((vi.name, dims[-1]))
+    if len(found) != 1:
+        raise ModelError(f"the model has {len(found)} inputs; aieflow supports one")
+    return found[0]

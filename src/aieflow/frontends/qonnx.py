@@ -32,7 +32,7 @@ from ..errors import ModelError
 from ..ir import Graph, Op, Tensor
 from ..numerics import FixedType, Rounding, Saturation, choose_multiplier
 from . import Imported
-from .onnx_nodes import attr, check_gemm, check_view, node_name
+from .onnx_nodes import attr, check_gemm, check_view, constant_value, float_input, node_name
 
 QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general", "onnx.brevitas", "qonnx")
 
@@ -273,28 +273,13 @@ def _convert(model, name: str) -> tuple[Graph, dict]:
     for init in g.initializer:
         arr = numpy_helper.to_array(init)
         st.values[init.name] = Const(np.asarray(arr, dtype=np.float64) if arr.dtype.kind in "fiub" else arr)
-    graph_inputs = []
-    for vi in g.input:
-        if vi.name in st.values:
-            continue
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
-        if len(dims) < 2 or dims[-1] is None or any(d is None or d > 1 for d in dims[1:-1]):
-            raise ModelError(f"graph input '{vi.name}' has shape {dims}; expected [batch, features]",
-                             hint="flatten the input to two dimensions before export")
-        if vi.type.tensor_type.elem_type != 1:
-            raise ModelError(f"graph input '{vi.name}' must be float32 (a Quant node quantizes it)")
-        st.values[vi.name] = FloatInput(vi.name, dims[-1])
-        graph_inputs.append(vi.name)
-    if len(graph_inputs) != 1:
-        raise ModelError(f"the model has {len(graph_inputs)} inputs; aieflow supports one")
+    input_name, features = float_input(g, st.values, "a Quant node")
+    st.values[input_name] = FloatInput(input_name, features)
 
     ir_inputs = []
     for node in g.node:
         if node.op_type == "Constant":
-            attr = next((a for a in node.attribute if a.name == "value"), None)
-            if attr is None:
-                raise ModelError("only Constant nodes with a tensor 'value' are supported", node=node_name(node))
-            st.values[node.output[0]] = Const(np.asarray(numpy_helper.to_array(attr.t), dtype=np.float64))
+            st.values[node.output[0]] = Const(np.asarray(constant_value(node), dtype=np.float64))
             continue
         rule = RULES.get(node.op_type)
         qonnx_op = node.op_type in QONNX_OPS
