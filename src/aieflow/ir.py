@@ -119,3 +119,14 @@ class Graph:
             if t not in defined:
                 raise ModelError(f"graph output '{t}' is never produced")
         return self
+
+
+def dense_op(name: str, x: str, y: str, weight, bias, weight_type: FixedType, shift: int, multiplier: int = 1,
+             relu: bool = False) -> Op:
+    """A dense layer as every frontend writes it: y = requantize(x @ weight + bias, multiplier, shift,
+    zero point and type of y, relu) (numerics.requantize); weight [in, out] and bias [out] as int64."""
+    attrs = {"relu": bool(relu), "shift": int(shift), "weight_type": weight_type}
+    if multiplier != 1:
+        attrs["multiplier"] = int(multiplier)
+    return Op(name, "dense", (x,), (y,), attrs,
+              {"weight": np.asarray(weight).astype(np.int64), "bias": np.asarray(bias).astype(np.int64)})

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ModelError
-from ..ir import Graph, Op, Tensor
+from ..ir import Graph, Tensor, dense_op
 from ..numerics import (AP_NO_NATIVE_MODE, AP_ROUNDING, AP_SATURATION, FixedType, Rounding, Saturation,
                         quantize_float, srs)
 from . import Imported
@@ -248,9 +248,7 @@ def _convert(model) -> tuple[Graph, dict[str, str]]:
     outs = [values[o] for o in _output_layers(model)]
     if len(inputs) != 1 or len(outs) != 1:
         raise ModelError(f"the model has {len(inputs)} inputs and {len(outs)} outputs; aieflow supports one each")
-    ops = tuple(Op(s.name, "dense", (s.x,), (s.out,),
-                   attrs={"relu": s.relu, "shift": s.shift, "weight_type": s.weight_type, "multiplier": 1},
-                   params={"weight": s.weight, "bias": s.bias}) for s in specs)
+    ops = tuple(dense_op(s.name, s.x, s.out, s.weight, s.bias, s.weight_type, s.shift, 1, s.relu) for s in specs)
     out = outs[0]
     if out.tensor == inputs[0]:
         raise ModelError("the model computes nothing", hint="add a Dense layer")

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
-from ..ir import Graph, Op, Tensor
+from ..ir import Graph, Tensor, dense_op
 from ..numerics import FixedType, Rounding, Saturation, choose_multiplier, quantize_float, round_fraction
 from .onnx_nodes import attr, check_gemm, check_view, constant_value, float_input, node_name
 
@@ -606,17 +606,13 @@ def _finish_dense(node, dense: PendingDense, qp: QParams, st: _State) -> Quantiz
     name = node.output[0]
     out = qp.activation(name, n)
     st.tensors[name] = out
-    attrs = {"relu": dense.relu, "shift": 0, "weight_type": dense.weight_type}
     if x.scale is None and dense.weight_scale is None and out.scale is None:
-        attrs["shift"] = x.type.frac + dense.weight_type.frac - out.type.frac
+        multiplier, shift = 1, x.type.frac + dense.weight_type.frac - out.type.frac
     else:
         # float64 product of float32 scales (exact), divided once: the real requantization ratio.
         w_scale = dense.weight_scale if dense.weight_scale is not None else 2.0 ** -dense.weight_type.frac
         multiplier, shift = choose_multiplier(x.real_scale * w_scale / out.real_scale)
-        attrs["shift"] = shift
-        if multiplier != 1:
-            attrs["multiplier"] = multiplier
-    st.ops.append(Op(dense.node, "dense", (dense.x,), (name,), attrs, {"weight": weight, "bias": bias}))
+    st.ops.append(dense_op(dense.node, dense.x, name, weight, bias, dense.weight_type, shift, multiplier, dense.relu))
     return Quantized(name)
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
-from ..ir import Graph, Op, Tensor
+from ..ir import Graph, Op, Tensor, dense_op
 from ..numerics import FixedType, Rounding, Saturation, choose_multiplier
 from . import Imported
 from .onnx_nodes import attr, check_gemm, check_view, constant_value, float_input, node_name
@@ -664,11 +664,7 @@ def _finish_dense(node, dense: PendingDense, out: FixedType, out_scale: float | 
     op_name = dense.node
     if any(op.name == op_name for op in st.ops):
         op_name = node_name(node)
-    attrs = {"relu": dense.relu, "shift": int(shift), "weight_type": weight_type}
-    if multiplier != 1:
-        attrs["multiplier"] = int(multiplier)
-    st.ops.append(Op(op_name, "dense", (dense.x,), (name,), attrs,
-                     {"weight": dense.weight.astype(np.int64), "bias": bias.astype(np.int64)}))
+    st.ops.append(dense_op(op_name, dense.x, name, dense.weight, bias, weight_type, shift, multiplier, dense.relu))
     return Act(name)
 
 
