@@ -32,10 +32,14 @@ from aieflow.numerics import requantize
 
 
 def _layer_value(op, graph, values):
-    """An op's output from its input integers, by the IR's definition (dense only: tools make MLPs)."""
-    assert op.kind == "dense"
+    """An op's output from its input integers, by the IR's definition (dense, and requant for the bias layers
+    of the MatMul -> QuantizeLinear -> Add form: tools make MLPs)."""
+    assert op.kind in ("dense", "requant")
     x = np.asarray(values[op.inputs[0]], dtype=np.int64)
-    acc = x @ op.params["weight"].astype(np.int64) + op.params["bias"].astype(np.int64)
+    if op.kind == "requant":
+        acc = x * int(op.attrs.get("scale", 1)) + op.params["bias"].astype(np.int64)
+    else:
+        acc = x @ op.params["weight"].astype(np.int64) + op.params["bias"].astype(np.int64)
     out = graph.tensors[op.outputs[0]]
     return requantize(acc, int(op.attrs.get("multiplier", 1)), int(op.attrs["shift"]), out.zero_point, out.type,
                       bool(op.attrs["relu"]))
@@ -106,7 +110,8 @@ def test_onnxruntime_quantized_mlps(case, tmp_path):
     g = imp.graph
     assert any(int(op.attrs.get("multiplier", 1)) != 1 for op in g.ops)  # really non-power-of-two scales
     if options.get("form") == "matmul_add":
-        assert len(g.ops) == 2 * (len(sizes) - 1)  # each bias Add is a diagonal layer of its own
+        assert len(g.ops) == 2 * (len(sizes) - 1)  # each bias Add is a requant op of its own
+        assert [op.kind for op in g.ops] == ["dense", "requant"] * (len(sizes) - 1)
     if options.get("keep_relu"):
         assert any(n.op_type == "Relu" for n in model.graph.node) and g.ops[0].attrs["relu"]
     if not options.get("weight_symmetric", True):

@@ -101,6 +101,11 @@ def evaluate_op(op: Op, graph: Graph, values: dict[str, np.ndarray]) -> np.ndarr
         acc = (a << np.int64(op.attrs["shift_a"])) + (b << np.int64(op.attrs["shift_b"]))
         y = srs(acc, int(op.attrs["shift"]), out.type)
         return np.maximum(y, 0) if op.attrs.get("relu", False) else y
+    if op.kind == "requant":
+        x = np.asarray(values[op.inputs[0]], dtype=np.int64)
+        acc = x * np.int64(op.attrs.get("scale", 1)) + op.params["bias"].astype(np.int64)[None, :]
+        return requantize(acc, int(op.attrs.get("multiplier", 1)), int(op.attrs["shift"]), out.zero_point,
+                          out.type, bool(op.attrs.get("relu", False)))
     raise ModelError(f"no reference semantics for op kind '{op.kind}'", node=op.name)
 
 

@@ -249,6 +249,10 @@ def run_graph(graph, q: np.ndarray, stats: dict | None = None) -> dict[str, np.n
             acc = vals[op.inputs[0]] @ op.params["weight"] + op.params["bias"]
             mult, shift = int(op.attrs.get("multiplier", 1)), int(op.attrs["shift"])
             a = acc * mult
+        elif op.kind == "requant":
+            acc = vals[op.inputs[0]] * int(op.attrs.get("scale", 1)) + op.params["bias"]
+            mult, shift = int(op.attrs.get("multiplier", 1)), int(op.attrs["shift"])
+            a = acc * mult
         else:
             a = (vals[op.inputs[0]] << op.attrs["shift_a"]) + (vals[op.inputs[1]] << op.attrs["shift_b"])
             mult, shift = 1, int(op.attrs["shift"])
@@ -257,7 +261,7 @@ def run_graph(graph, q: np.ndarray, stats: dict | None = None) -> dict[str, np.n
                 stats["ties"] = stats.get("ties", 0) + int(np.sum((a & ((1 << shift) - 1)) == (1 << (shift - 1))))
             r = round_shift(a, shift, out.type.rounding) + out.zero_point
             stats["saturations"] = stats.get("saturations", 0) + int(np.sum((r < out.type.qmin) | (r > out.type.qmax)))
-        if op.kind == "dense":
+        if op.kind in ("dense", "requant"):
             vals[op.outputs[0]] = requantize(acc, mult, shift, out.zero_point, out.type, op.attrs["relu"])
         else:
             y = requantize(a, 1, shift, 0, out.type)

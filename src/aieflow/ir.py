@@ -130,3 +130,24 @@ def dense_op(name: str, x: str, y: str, weight, bias, weight_type: FixedType, sh
         attrs["multiplier"] = int(multiplier)
     return Op(name, "dense", (x,), (y,), attrs,
               {"weight": np.asarray(weight).astype(np.int64), "bias": np.asarray(bias).astype(np.int64)})
+
+
+def requant_op(name: str, x: str, y: str, bias, shift: int, multiplier: int = 1, relu: bool = False,
+               scale: int = 1) -> Op:
+    """An elementwise requantization (no matrix product), feature by feature:
+
+        y[:, j] = requantize(x[:, j] * scale + bias[j], multiplier, shift, zero point and type of y, relu)
+
+    with numerics.requantize: the sum times the integer `multiplier`, divided by 2**shift and rounded by
+    y's rounding mode, plus y's zero point, saturated (or wrapped) into y's bits, then max(y, zero point)
+    with `relu`. x holds the raw integers of its tensor (a zero point of x is folded into `bias` by the
+    frontend: bias - zp_x * scale); `scale` is an integer power of two (the kernel applies it as an exact
+    upshift) that puts x on the grid of the bias; bias [features] as int64. A dense op with the identity
+    matrix times `scale` as weights computes the same integers. `multiplier` and `scale` are written only
+    when they are not 1."""
+    attrs = {"relu": bool(relu), "shift": int(shift)}
+    if multiplier != 1:
+        attrs["multiplier"] = int(multiplier)
+    if scale != 1:
+        attrs["scale"] = int(scale)
+    return Op(name, "requant", (x,), (y,), attrs, {"bias": np.asarray(bias).astype(np.int64)})

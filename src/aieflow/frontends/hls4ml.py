@@ -16,8 +16,8 @@ of the accumulator is lost in the wrap of the result.
 
 Activation layers (relu, linear) cast their input to their own result type. When that cast is exact (no
 bits lost, no overflow) a relu is fused into the producing dense op and a linear activation is nothing;
-otherwise the activation becomes a requantization: a dense op with identity weights (the IR has no
-standalone requantize op).
+otherwise the activation becomes a requantization: a requant op (ir.requant_op: the cast's shift, rounding,
+saturation and relu, feature by feature, with no weights).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ModelError
-from ..ir import Graph, Tensor, dense_op
+from ..ir import Graph, Tensor, dense_op, requant_op
 from ..numerics import (AP_NO_NATIVE_MODE, AP_ROUNDING, AP_SATURATION, FixedType, Rounding, Saturation,
                         quantize_float, srs)
 from . import Imported
@@ -82,6 +82,7 @@ class _DenseSpec:
     shift: int
     out_type: FixedType
     relu: bool
+    requant: bool = False  # an activation's cast on its own: a requant op (weight is the identity, bias 0)
 
 
 def import_hls4ml(hls_model) -> Imported:
@@ -248,7 +249,8 @@ def _convert(model) -> tuple[Graph, dict[str, str]]:
     outs = [values[o] for o in _output_layers(model)]
     if len(inputs) != 1 or len(outs) != 1:
         raise ModelError(f"the model has {len(inputs)} inputs and {len(outs)} outputs; aieflow supports one each")
-    ops = tuple(dense_op(s.name, s.x, s.out, s.weight, s.bias, s.weight_type, s.shift, 1, s.relu) for s in specs)
+    ops = tuple(requant_op(s.name, s.x, s.out, s.bias, s.shift, 1, s.relu) if s.requant else
+                dense_op(s.name, s.x, s.out, s.weight, s.bias, s.weight_type, s.shift, 1, s.relu) for s in specs)
     out = outs[0]
     if out.tensor == inputs[0]:
         raise ModelError("the model computes nothing", hint="add a Dense layer")
@@ -444,7 +446,7 @@ def _activation(layer, x: _Value, relu: bool, tensors, specs, changed) -> _Value
         spec.relu = True
         _rename(spec, name, tensors)
         return _Value(name, x.type, lo, hi, spec, name)
-    # A requantization: a dense op with identity weights.
+    # A requantization: a requant op (the cast alone, feature by feature).
     st, relu_for_storage = _storable(rt, name, "result")
     clamp = relu_for_storage
     if relu:
@@ -458,7 +460,7 @@ def _activation(layer, x: _Value, relu: bool, tensors, specs, changed) -> _Value
             clamp = True  # saturation maps negative values to <= 0, so clamping after is relu before
     n = tensors[x.tensor].features
     spec = _DenseSpec(name, x.tensor, name, np.eye(n, dtype=np.int64), FixedType(2, True, 0),
-                      np.zeros(n, dtype=np.int64), x.type.frac - st.frac, st, clamp)
+                      np.zeros(n, dtype=np.int64), x.type.frac - st.frac, st, clamp, requant=True)
     specs.append(spec)
     tensors[name] = Tensor(name, n, st)
     lo2, hi2 = _range(st, nonneg=clamp)

@@ -16,8 +16,8 @@ reference, never assumed.
 
 The forms the tools emit, besides Gemm -> QuantizeLinear:
 - MatMul -> QDQ -> Add(constant) -> [Relu] -> QuantizeLinear (onnxruntime quantizes a MatMul's output
-  before its bias Add): the Add becomes a dense layer of its own with diagonal weights 2**k (int16), whose
-  bias is the constant on that grid.
+  before its bias Add): the Add becomes a requant op of its own (ir.requant_op), x * 2**k plus the constant
+  on that grid, then requantized: what a dense layer with diagonal weights 2**k computes, without them.
 - QuantizeLinear -> DequantizeLinear -> Relu -> QuantizeLinear with the same scale and zero point
   (onnxruntime keeps such a Relu with symmetric activations): the Relu folds into the layer that produced
   the activation (exact: it is max(q, zero point)).
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
-from ..ir import Graph, Tensor, dense_op
+from ..ir import Graph, Tensor, dense_op, requant_op
 from ..numerics import FixedType, Rounding, Saturation, choose_multiplier, quantize_float, round_fraction
 from .onnx_nodes import attr, check_gemm, check_view, constant_value, float_input, node_name
 
@@ -84,6 +84,7 @@ class PendingDense:
     bias: np.ndarray | None  # on the accumulator grid
     relu: bool
     weight_scale: float | None = None  # None: the power of two 2**-weight_type.frac
+    elementwise: bool = False  # a bias layer: weight is diag(2**k), finished as a requant op with scale 2**k
 
 
 @dataclass(frozen=True)
@@ -482,14 +483,16 @@ def _add(node, ins, st: _State):
                      hint="quantize both inputs with QuantizeLinear/DequantizeLinear")
 
 
-# Diagonal weights of a bias layer: 2**14 is the largest power of two of int16.
+# The scale of a bias layer (its diagonal weights): 2**14, the largest power of two of int16, as when the
+# layer was a dense op with int16 weights.
 _BIAS_LAYER_MAX_K = 14
 
 
 def _bias_layer(node, a: Dequantized, b: Const, st: _State) -> PendingDense:
     """A quantized activation plus a constant (onnxruntime quantizes a MatMul's output before the bias Add):
-    a dense layer with diagonal weights 2**k, so the constant lands on a grid 2**k times finer than the
-    activation's. Power-of-two scales take the smallest k that holds the constant exactly; others 2**14."""
+    x * 2**k + the constant on a grid 2**k times finer than the activation's, a requant op (pending here as
+    the dense layer with diagonal weights 2**k it equals). Power-of-two scales take the smallest k that
+    holds the constant exactly; others 2**14."""
     x = st.tensors[a.tensor]
     n = x.features
     k = _BIAS_LAYER_MAX_K
@@ -505,7 +508,7 @@ def _bias_layer(node, a: Dequantized, b: Const, st: _State) -> PendingDense:
         k = min(max(needed), _BIAS_LAYER_MAX_K)
     wt = FixedType(8 if k <= 6 else 16, True, k)
     weight = np.diag(np.full(n, 1 << k, dtype=np.int64))
-    dense = PendingDense(node_name(node), a.tensor, weight, wt, None, False, None)
+    dense = PendingDense(node_name(node), a.tensor, weight, wt, None, False, None, elementwise=True)
     return _add_bias(node, dense, b, st)
 
 
@@ -612,7 +615,11 @@ def _finish_dense(node, dense: PendingDense, qp: QParams, st: _State) -> Quantiz
         # float64 product of float32 scales (exact), divided once: the real requantization ratio.
         w_scale = dense.weight_scale if dense.weight_scale is not None else 2.0 ** -dense.weight_type.frac
         multiplier, shift = choose_multiplier(x.real_scale * w_scale / out.real_scale)
-    st.ops.append(dense_op(dense.node, dense.x, name, weight, bias, dense.weight_type, shift, multiplier, dense.relu))
+    if dense.elementwise:  # x @ diag(2**k) + bias is x * 2**k + bias, feature by feature
+        scale = int(weight[0, 0]) if weight.size else 1
+        st.ops.append(requant_op(dense.node, dense.x, name, bias, shift, multiplier, dense.relu, scale=scale))
+    else:
+        st.ops.append(dense_op(dense.node, dense.x, name, weight, bias, dense.weight_type, shift, multiplier, dense.relu))
     return Quantized(name)
 
 

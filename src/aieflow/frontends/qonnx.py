@@ -16,8 +16,8 @@ floor / ceil / half-up / half-down modes) and refused where no mode is the same 
 point and a sign-symmetric mode).
 
 A Quant of an activation that is already quantized (a requantization), a Relu of an activation and a Trunc
-become a dense op with an identity weight matrix: the integer arithmetic the IR has for "shift, round and
-saturate an activation".
+become a requant op (ir.requant_op): the elementwise "shift, round and saturate an activation", the
+integers of a dense op with identity weights without its n x n weight matrix.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
-from ..ir import Graph, Op, Tensor, dense_op
+from ..ir import Graph, Op, Tensor, dense_op, requant_op
 from ..numerics import FixedType, Rounding, Saturation, choose_multiplier
 from . import Imported
 from .onnx_nodes import attr, check_gemm, check_view, constant_value, float_input, node_name
@@ -110,6 +110,7 @@ class PendingDense:
     weight_bits: int
     bias: Const | None
     relu: bool
+    identity: bool = False  # the identity weights of a requantization: finished as a requant op
 
 
 @dataclass(frozen=True)
@@ -459,7 +460,7 @@ def _bipolar_quant(node, ins, st: _State):
 
 def _identity(node, x: str, st: _State) -> PendingDense:
     n = st.tensors[x].features
-    return PendingDense(node_name(node), x, np.eye(n, dtype=np.int64), 1.0, 2, None, False)
+    return PendingDense(node_name(node), x, np.eye(n, dtype=np.int64), 1.0, 2, None, False, identity=True)
 
 
 def _trunc(node, ins, st: _State):
@@ -664,7 +665,10 @@ def _finish_dense(node, dense: PendingDense, out: FixedType, out_scale: float | 
     op_name = dense.node
     if any(op.name == op_name for op in st.ops):
         op_name = node_name(node)
-    st.ops.append(dense_op(op_name, dense.x, name, dense.weight, bias, weight_type, shift, multiplier, dense.relu))
+    if dense.identity:  # x @ I + bias is x + bias, feature by feature
+        st.ops.append(requant_op(op_name, dense.x, name, bias, shift, multiplier, dense.relu))
+    else:
+        st.ops.append(dense_op(op_name, dense.x, name, dense.weight, bias, weight_type, shift, multiplier, dense.relu))
     return Act(name)
 
 

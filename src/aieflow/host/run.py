@@ -28,7 +28,7 @@ from . import include_dir
 
 _CREATE = re.compile(r"(\w+) = adf::kernel::create_object<([\w:]+)>\((.*?)\);", re.S)
 _ROLES = ("single", "first", "middle", "last")
-_IN_TYPES = {"dense": ("in_t",), "add": ("a_t", "b_t")}
+_IN_TYPES = {"dense": ("in_t",), "add": ("a_t", "b_t"), "requant": ("in_t",)}
 
 
 def _kernels(graph_h: str) -> dict[str, tuple[str, list[str]]]:

@@ -18,7 +18,7 @@ from ..errors import MappingError
 # Program memory a kernel's code takes, by op kind: the kernel loop nest with its vector ops, plus the
 # per-tile runtime (main loop, locks). Estimates from the size of comparable AIE API kernels; the check
 # guards against a family whose code could not fit, not against a few hundred bytes.
-PROGRAM_BYTES = {"dense": 3072, "add": 2048}
+PROGRAM_BYTES = {"dense": 3072, "add": 2048, "requant": 2048}
 RUNTIME_PROGRAM_BYTES = 1536
 
 
@@ -51,9 +51,21 @@ def _add_buffers(design: Design, layer, stage: int) -> dict[str, int]:
             "stack": gen.stack_bytes + gen.heap_bytes}
 
 
+def _requant_buffers(design: Design, layer, stage: int) -> dict[str, int]:
+    cfg, gen = layer.config, design.device.generation
+    g = design.graph
+    x = g.tensors[layer.op.inputs[0]].type
+    out = g.tensors[layer.op.outputs[0]].type
+    n = cfg.batch * cfg.n_tile
+    bias_bytes = 4 if cfg.acc_bits == 32 else 8
+    return {"in_ping": n * _bytes(x.bits), "in_pong": n * _bytes(x.bits),
+            "out_ping": n * _bytes(out.bits), "out_pong": n * _bytes(out.bits),
+            "bias": cfg.n_tile * bias_bytes, "stack": gen.stack_bytes + gen.heap_bytes}
+
+
 # Buffers each kernel needs, and its input ports, by op kind.
-BUFFERS = {"dense": _dense_buffers, "add": _add_buffers}
-INPUT_PORTS = {"dense": 1, "add": 2}
+BUFFERS = {"dense": _dense_buffers, "add": _add_buffers, "requant": _requant_buffers}
+INPUT_PORTS = {"dense": 1, "add": 2, "requant": 1}
 
 
 def _kid(t: KernelTile) -> str:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from . import add, dense
+from . import add, dense, requant
 
-FAMILIES = {"dense": dense, "add": add}
+FAMILIES = {"dense": dense, "add": add, "requant": requant}
 
 
 def family(kind: str):

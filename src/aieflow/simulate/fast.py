@@ -9,6 +9,8 @@ batch at once, one op at a time over the graph:
   design back into the [K_pad, N_pad] matrix they tile (cached per design), and the chains' biases
   `packed["bias"]` into one vector; the product runs on BLAS where that is exact.
 - Add: y = SRS((a << shift_a) + (b << shift_b), shift) with optional ReLU, from the op's attrs.
+- Requant: y = requantize(x * scale + bias, multiplier, shift, ...) in exact int64, the bias unpacked from
+  the kernels' `packed["bias"]`.
 
 Exactness. An integer matrix product is exact in floating point while every partial sum is representable:
 below 2**24 in float32 and 2**53 in float64. Every partial sum (in any order of summation, with or
@@ -96,6 +98,25 @@ class AddPlan:
         return "add"
 
 
+@dataclass(frozen=True)
+class RequantPlan:
+    name: str
+    x: str
+    y: str
+    scale: int
+    bias: np.ndarray  # int64 [features]: the kernels' packed bias, padding cut
+    multiplier: int
+    shift: int
+    zero_point: int
+    relu: bool
+    out: FixedType
+    precision: str  # always int64: elementwise work is cheap next to the dense products
+
+    @property
+    def kind(self) -> str:
+        return "requant"
+
+
 def _precision(bound: int) -> str:
     if bound < FLOAT32_EXACT:
         return "float32"
@@ -148,7 +169,16 @@ def _add_plan(layer, graph) -> AddPlan:
                    bool(op.attrs.get("relu", False)), graph.tensors[op.outputs[0]].type, bound, _precision(bound))
 
 
-PLANNERS = {"dense": _dense_plan, "add": _add_plan}
+def _requant_plan(layer, graph) -> RequantPlan:
+    op = layer.op
+    y_t = graph.tensors[op.outputs[0]]
+    bias = np.asarray(layer.packed["bias"]).astype(np.int64).reshape(-1)[: y_t.features]
+    return RequantPlan(op.name, op.inputs[0], op.outputs[0], int(op.attrs.get("scale", 1)),
+                       np.ascontiguousarray(bias), int(op.attrs.get("multiplier", 1)), int(op.attrs["shift"]),
+                       y_t.zero_point, bool(op.attrs.get("relu", False)), y_t.type, "int64")
+
+
+PLANNERS = {"dense": _dense_plan, "add": _add_plan, "requant": _requant_plan}
 
 _PLANS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
@@ -351,6 +381,16 @@ def _add_cpu(p: AddPlan, a: np.ndarray, b: np.ndarray, precision: str) -> np.nda
     return _int_epilogue(acc, p.shift, p.out, p.relu)
 
 
+def _requant_cpu(p: RequantPlan, x: np.ndarray) -> np.ndarray:
+    """x * scale + bias, requantized, in exact int64 (the compiler bounds the sums below 2**62)."""
+    acc = _as(x, np.int64) * np.int64(p.scale) + p.bias
+    return requantize(acc, p.multiplier, p.shift, p.zero_point, p.out, p.relu)
+
+
+def _inputs_of(p) -> tuple[str, ...]:
+    return (p.a, p.b) if p.kind == "add" else (p.x,)
+
+
 def _run_cpu(design, plans, q: np.ndarray, precision: str) -> np.ndarray:
     g = design.graph
     prep = _prepared(design)
@@ -360,6 +400,8 @@ def _run_cpu(design, plans, q: np.ndarray, precision: str) -> np.ndarray:
         prec = _choose(p, precision)
         if p.kind == "dense":
             values[p.y] = _dense_cpu(p, values[p.x], prec, prep, precision == "int64")
+        elif p.kind == "requant":
+            values[p.y] = _requant_cpu(p, values[p.x])
         else:
             values[p.y] = _add_cpu(p, values[p.a], values[p.b], prec)
         for t in last_use.get(i, ()):
@@ -370,7 +412,7 @@ def _run_cpu(design, plans, q: np.ndarray, precision: str) -> np.ndarray:
 def _last_use(plans, g) -> dict[int, list[str]]:
     last: dict[str, int] = {}
     for i, p in enumerate(plans):
-        for t in ((p.x,) if p.kind == "dense" else (p.a, p.b)):
+        for t in _inputs_of(p):
             last[t] = i
     out: dict[int, list[str]] = {}
     for t, i in last.items():
@@ -449,6 +491,11 @@ def _run_torch(design, plans, q: np.ndarray, precision: str, device: str) -> np.
     last_use = _last_use(plans, g)
     for i, p in enumerate(plans):
         prec = _choose(p, precision)
+        if p.kind == "requant":
+            values[p.y] = _requant_cpu(p, on_cpu(values[p.x]))
+            for t in last_use.get(i, ()):
+                values.pop(t, None)
+            continue
         gpu = (prec in ("float32", "float64") and _float_ok(p.out)  # float32 bounds hold in float64 a fortiori
                and (p.kind != "dense" or (p.multiplier == 1 and p.zero_point == 0)))
         lo, hi = _clip_bounds(p.out, p.relu)
