@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses as dc
 
+import numpy as np
 import pytest
 
 import aieflow
@@ -127,3 +128,28 @@ def test_every_rule_function_is_exercised(base):
                 fired.add(rule.__name__)
     assert fired == {"_tiles_in_range_and_apart", "_layers", "_banks", "_program_memory", "_memory_tiles",
                      "_tilings", "_every_input_fed", "_tile_dma", "_plio"}
+
+
+@pytest.mark.parametrize("kind", ["requant", "add"])
+def test_elementwise_kernels_must_cover_their_features(kind):
+    """The add and requant families split features over kernels in whole vectors; a grid that falls short
+    or cuts a vector is refused."""
+    import aieflow
+    from aieflow.ir import Graph, Op, Tensor, requant_op
+    from aieflow.numerics import FixedType
+
+    t = FixedType(8, True, 4)
+    tensors = {n: Tensor(n, 40, t) for n in ("x", "y")}
+    if kind == "requant":
+        op = requant_op("elem", "x", "y", np.zeros(40, np.int64), 1)
+        graph = Graph("g", tensors, (op,), ("x",), ("y",))
+    else:
+        op = Op("elem", "add", ("x", "x"), ("y",), {"relu": False, "shift_a": 0, "shift_b": 0, "shift": 1})
+        graph = Graph("g", tensors, (op,), ("x",), ("y",))
+    d = aieflow.compile(graph.validate())
+    assert not violations(d)
+    layer = d.layers[0]
+    for bad in (dc.replace(layer.config, n_tile=layer.config.lanes),  # too few features
+                dc.replace(layer.config, n_tile=layer.config.n_tile + 1)):  # not whole vectors
+        found = violations(dc.replace(d, layers=(dc.replace(layer, config=bad),)))
+        assert any("do not cover" in v for v in found), found

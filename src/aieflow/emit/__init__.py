@@ -51,7 +51,7 @@ int long mutable namespace new noexcept not not_eq nullptr operator or or_eq pri
 register reinterpret_cast requires return short signed sizeof static static_assert static_cast struct switch
 template this thread_local throw true try typedef typeid typename union unsigned using virtual void volatile
 wchar_t while xor xor_eq main std adf aie aieflow_dense int8 uint8 int16 uint16 int32 uint32 int64 uint64
-acc32 acc64 dense aieflow_add
+acc32 acc64 dense aieflow_add aieflow_requant
 """.split()) | {GRAPH_CLASS, GRAPH_INSTANCE}
 
 

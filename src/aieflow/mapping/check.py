@@ -127,6 +127,10 @@ def _layers(design: Design) -> list[str]:
                              f"microtiles {m}x{k}x{n}")
             if cfg.k_tile * cfg.cas_length < cfg.in_features or cfg.n_tile * cfg.cas_num < cfg.out_features:
                 found.append(f"{layer.op.name}: the tile grid does not cover {cfg.in_features} x {cfg.out_features}")
+        elif cfg.n_tile * cfg.cas_num < cfg.out_features or cfg.n_tile % cfg.lanes:
+            # Elementwise families (add, requant): the kernels split the features in whole vectors.
+            found.append(f"{layer.op.name}: {cfg.cas_num} kernels of {cfg.n_tile} features in vectors of "
+                         f"{cfg.lanes} do not cover {cfg.out_features} features")
         for (chain, stage), t in kernels.items():
             if stage > 0:
                 prev = kernels[(chain, stage - 1)]
