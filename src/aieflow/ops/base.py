@@ -74,3 +74,54 @@ def bank_assignment(buffers: list[tuple[str, int]], device: Device) -> dict[str,
         else:
             return placed
     return None
+
+
+def storage_bytes(bits: int) -> int:
+    """Bytes one value of a `bits`-bit storage type takes (int8, int16, int32)."""
+    return 1 if bits <= 8 else 2 if bits <= 16 else 4
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+class ElementwiseConfig:
+    """What the Configs of the elementwise families (add, requant) share: the features split over cas_num
+    kernels of n_tile features (no cascade), described in dense's vocabulary for the design summary.
+    A mixin for frozen dataclasses with fields features, lanes, cas_length, cas_num and n_tile."""
+
+    features: int
+    lanes: int
+    cas_length: int
+    cas_num: int
+    n_tile: int
+
+    @property
+    def tiles(self) -> int:
+        return self.cas_length * self.cas_num
+
+    @property
+    def n_pad(self) -> int:
+        return self.n_tile * self.cas_num
+
+    @property
+    def in_features(self) -> int:
+        return self.features
+
+    @property
+    def out_features(self) -> int:
+        return self.features
+
+    @property
+    def microtile(self) -> tuple[int, int, int]:
+        """The block one vector operation handles: 1 row x LANES features in, LANES features out."""
+        return (1, self.lanes, self.lanes)
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        return cls(**d)

@@ -13,7 +13,7 @@ layout:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from ...devices import Device
 from ...errors import NumericsError
 from ...ir import Graph, Op
 from ...numerics import FixedType, srs
-from ..base import Slice, bank_assignment, kernel_id, port
+from ..base import ElementwiseConfig, Slice, bank_assignment, ceil_div, kernel_id, port, storage_bytes
 
 KIND = "add"
 
@@ -35,7 +35,7 @@ LANES = 16
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(ElementwiseConfig):
     """How one add is cut into kernels. Sizes are in elements; B is the padded batch."""
 
     features: int
@@ -48,57 +48,22 @@ class Config:
     b_bits: int
     out_bits: int
 
-    @property
-    def tiles(self) -> int:
-        return self.cas_length * self.cas_num
-
-    @property
-    def n_pad(self) -> int:
-        return self.n_tile * self.cas_num
-
-    # What the design summary reports for every layer, in dense's vocabulary.
-    @property
-    def in_features(self) -> int:
-        return self.features
-
-    @property
-    def out_features(self) -> int:
-        return self.features
-
-    @property
-    def microtile(self) -> tuple[int, int, int]:
-        """The block one vector operation handles: 1 row x LANES features in, LANES features out."""
-        return (1, self.lanes, self.lanes)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Config":
-        return cls(**d)
-
     def tile_buffers(self, device: Device) -> list[tuple[str, int]]:
         """(name, bytes) of every buffer a kernel keeps in data memory: both inputs and the output, each
         double-buffered, and the stack with the heap (counted together in the stack's bank)."""
         gen = device.generation
         n = self.batch * self.n_tile
         return [
-            ("a_ping", n * _bytes(self.a_bits)),
-            ("a_pong", n * _bytes(self.a_bits)),
-            ("b_ping", n * _bytes(self.b_bits)),
-            ("b_pong", n * _bytes(self.b_bits)),
-            ("out_ping", n * _bytes(self.out_bits)),
-            ("out_pong", n * _bytes(self.out_bits)),
+            ("a_ping", n * storage_bytes(self.a_bits)),
+            ("a_pong", n * storage_bytes(self.a_bits)),
+            ("b_ping", n * storage_bytes(self.b_bits)),
+            ("b_pong", n * storage_bytes(self.b_bits)),
+            ("out_ping", n * storage_bytes(self.out_bits)),
+            ("out_pong", n * storage_bytes(self.out_bits)),
             ("stack", gen.stack_bytes + gen.heap_bytes),
         ]
 
 
-def _bytes(bits: int) -> int:
-    return 1 if bits <= 8 else 2 if bits <= 16 else 4
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def _types(op: Op, graph: Graph) -> tuple[FixedType, FixedType, FixedType]:
@@ -153,8 +118,8 @@ def candidates(op: Op, graph: Graph, device: Device, batch: int) -> list[Config]
     a, b, y = _types(op, graph)
     features = graph.tensors[op.outputs[0]].features
     found = []
-    for cas_num in range(1, min(device.rows, _ceil_div(features, LANES)) + 1):
-        n_tile = _ceil_div(features, cas_num * LANES) * LANES
+    for cas_num in range(1, min(device.rows, ceil_div(features, LANES)) + 1):
+        n_tile = ceil_div(features, cas_num * LANES) * LANES
         if (cas_num - 1) * n_tile >= features:
             continue
         cfg = Config(features, batch, LANES, 1, cas_num, n_tile, a.storage_bits, b.storage_bits, y.storage_bits)
@@ -220,8 +185,8 @@ def cycle_terms(cfg: Config, device: Device) -> dict[str, int]:
     return {
         "vector": values // cfg.lanes,
         "per call": gen.kernel_call_cycles,
-        "stream a": values * _bytes(cfg.a_bits) // gen.word_bytes,
-        "stream b": values * _bytes(cfg.b_bits) // gen.word_bytes,
+        "stream a": values * storage_bytes(cfg.a_bits) // gen.word_bytes,
+        "stream b": values * storage_bytes(cfg.b_bits) // gen.word_bytes,
     }
 
 

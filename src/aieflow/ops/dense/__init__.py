@@ -26,7 +26,7 @@ from ...devices import Device, get_device
 from ...errors import NumericsError
 from ...ir import Graph, Op
 from ...numerics import MULTIPLIER_BITS, FixedType, accumulator_bound, requantize
-from ..base import Slice, bank_assignment, kernel_id
+from ..base import Slice, bank_assignment, ceil_div, kernel_id, storage_bytes
 
 KIND = "dense"
 
@@ -78,26 +78,20 @@ class Config:
         gen = device.generation
         bufs = [
             ("weights", self.k_tile * self.n_tile * self.weight_bits // 8),
-            ("in_ping", self.batch * self.k_tile * _bytes(self.act_bits)),
-            ("in_pong", self.batch * self.k_tile * _bytes(self.act_bits)),
+            ("in_ping", self.batch * self.k_tile * storage_bytes(self.act_bits)),
+            ("in_pong", self.batch * self.k_tile * storage_bytes(self.act_bits)),
             # Stack and heap, counted together in the stack's bank (the heap is not pinned separately).
             ("stack", gen.stack_bytes + gen.heap_bytes),
         ]
         if stage == self.cas_length - 1:
             bufs += [
                 ("bias", self.n_tile * self.acc_bits // 8),
-                ("out_ping", self.batch * self.n_tile * _bytes(self.out_bits)),
-                ("out_pong", self.batch * self.n_tile * _bytes(self.out_bits)),
+                ("out_ping", self.batch * self.n_tile * storage_bytes(self.out_bits)),
+                ("out_pong", self.batch * self.n_tile * storage_bytes(self.out_bits)),
             ]
         return bufs
 
 
-def _bytes(bits: int) -> int:
-    return 1 if bits <= 8 else 2 if bits <= 16 else 4
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def check_numerics(op: Op, graph: Graph, device: Device) -> None:
@@ -167,11 +161,11 @@ def _candidates(k_in: int, n_out: int, act_bits: int, weight_bits: int, out_bits
     max_len = device.columns
     max_num = device.rows
     for m, k, n in prec.microtiles:
-        b_pad = _ceil_div(batch, m) * m
-        for cas_length in range(1, min(max_len, _ceil_div(k_in, k)) + 1):
-            k_tile = _ceil_div(k_in, cas_length * k) * k
-            for cas_num in range(1, min(max_num, _ceil_div(n_out, n)) + 1):
-                n_tile = _ceil_div(n_out, cas_num * n) * n
+        b_pad = ceil_div(batch, m) * m
+        for cas_length in range(1, min(max_len, ceil_div(k_in, k)) + 1):
+            k_tile = ceil_div(k_in, cas_length * k) * k
+            for cas_num in range(1, min(max_num, ceil_div(n_out, n)) + 1):
+                n_tile = ceil_div(n_out, cas_num * n) * n
                 cfg = Config(k_in, n_out, b_pad, (m, k, n), cas_length, cas_num, k_tile, n_tile,
                              act_bits, weight_bits, out_bits, prec.accumulator_bits)
                 # A last stage or chain of nothing but padding would be a kernel with no work.
@@ -300,7 +294,7 @@ def cycle_terms(cfg: Config, device: Device, finish_ops: int | None = None) -> d
     rows, cols, steps = cfg.batch // m, cfg.n_tile // n, cfg.k_tile // k
     group_rows, group_cols = loop_blocking(cfg)
     load_bytes_per_cycle = gen.vector_loads_per_cycle * gen.vector_load_bits // 8
-    step_bytes = group_rows * m * k * _bytes(cfg.act_bits) + group_cols * k * n * cfg.weight_bits // 8
+    step_bytes = group_rows * m * k * storage_bytes(cfg.act_bits) + group_cols * k * n * cfg.weight_bits // 8
     rate = gen.precisions[f"{cfg.act_bits}x{cfg.weight_bits}"].macs_per_cycle
     per_issue = -(-m * k * n // rate)
     step_cycles = max(group_rows * group_cols * per_issue, -(-step_bytes // load_bytes_per_cycle))
@@ -324,8 +318,8 @@ def cycle_terms(cfg: Config, device: Device, finish_ops: int | None = None) -> d
         "load stall": groups * steps * step_cycles - issues,
         "per block": rows * cols * (gen.block_overhead_cycles + max(0, hand_off - loop_per_block)),
         "per call": gen.kernel_call_cycles,
-        "stream in": -(-cfg.batch * cfg.k_tile * _bytes(cfg.act_bits) // stream_bytes),
-        "stream out": -(-cfg.batch * cfg.n_tile * _bytes(cfg.out_bits) // stream_bytes),
+        "stream in": -(-cfg.batch * cfg.k_tile * storage_bytes(cfg.act_bits) // stream_bytes),
+        "stream out": -(-cfg.batch * cfg.n_tile * storage_bytes(cfg.out_bits) // stream_bytes),
     }
 
 

@@ -27,7 +27,7 @@ is always 1). Layouts, shared by the emitted kernel and the emulator:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -35,7 +35,7 @@ from ...devices import Device
 from ...errors import NumericsError
 from ...ir import Graph, Op
 from ...numerics import MULTIPLIER_BITS, FixedType, requantize
-from ..base import Slice, bank_assignment, kernel_id
+from ..base import ElementwiseConfig, Slice, bank_assignment, ceil_div, kernel_id, storage_bytes
 
 KIND = "requant"
 
@@ -45,7 +45,7 @@ LANES = 16
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(ElementwiseConfig):
     """How one requantization is cut into kernels. Sizes are in elements; B is the batch."""
 
     features: int
@@ -60,56 +60,21 @@ class Config:
     # Vector operations the requantizing finish adds per vector beyond the plain SRS (dense.emit.finish_vector_ops).
     finish_ops: int = 0
 
-    @property
-    def tiles(self) -> int:
-        return self.cas_length * self.cas_num
-
-    @property
-    def n_pad(self) -> int:
-        return self.n_tile * self.cas_num
-
-    # What the design summary reports for every layer, in dense's vocabulary.
-    @property
-    def in_features(self) -> int:
-        return self.features
-
-    @property
-    def out_features(self) -> int:
-        return self.features
-
-    @property
-    def microtile(self) -> tuple[int, int, int]:
-        """The block one vector operation handles: 1 row x LANES features in, LANES features out."""
-        return (1, self.lanes, self.lanes)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Config":
-        return cls(**d)
-
     def tile_buffers(self, device: Device) -> list[tuple[str, int]]:
         """(name, bytes) of every buffer a kernel keeps in data memory: the input and the output, each
         double-buffered, the bias, and the stack with the heap (counted together in the stack's bank)."""
         gen = device.generation
         n = self.batch * self.n_tile
         return [
-            ("in_ping", n * _bytes(self.in_bits)),
-            ("in_pong", n * _bytes(self.in_bits)),
-            ("out_ping", n * _bytes(self.out_bits)),
-            ("out_pong", n * _bytes(self.out_bits)),
+            ("in_ping", n * storage_bytes(self.in_bits)),
+            ("in_pong", n * storage_bytes(self.in_bits)),
+            ("out_ping", n * storage_bytes(self.out_bits)),
+            ("out_pong", n * storage_bytes(self.out_bits)),
             ("bias", self.n_tile * self.acc_bits // 8),
             ("stack", gen.stack_bytes + gen.heap_bytes),
         ]
 
 
-def _bytes(bits: int) -> int:
-    return 1 if bits <= 8 else 2 if bits <= 16 else 4
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def scale_shift(op: Op) -> int:
@@ -190,8 +155,8 @@ def candidates(op: Op, graph: Graph, device: Device, batch: int) -> list[Config]
     acc = acc_bits(op, graph)
     extra = finish_vector_ops(op, graph, acc)
     found = []
-    for cas_num in range(1, min(device.rows, _ceil_div(features, LANES)) + 1):
-        n_tile = _ceil_div(features, cas_num * LANES) * LANES
+    for cas_num in range(1, min(device.rows, ceil_div(features, LANES)) + 1):
+        n_tile = ceil_div(features, cas_num * LANES) * LANES
         if (cas_num - 1) * n_tile >= features:
             continue
         cfg = Config(features, batch, LANES, 1, cas_num, n_tile, x.storage_bits, y.storage_bits, acc, extra)
@@ -262,8 +227,8 @@ def cycle_terms(cfg: Config, device: Device) -> dict[str, int]:
         "vector": vectors,
         "finish": vectors * cfg.finish_ops,
         "per call": gen.kernel_call_cycles,
-        "stream in": values * _bytes(cfg.in_bits) // gen.word_bytes,
-        "stream out": values * _bytes(cfg.out_bits) // gen.word_bytes,
+        "stream in": values * storage_bytes(cfg.in_bits) // gen.word_bytes,
+        "stream out": values * storage_bytes(cfg.out_bits) // gen.word_bytes,
     }
 
 
