@@ -125,3 +125,18 @@ class ElementwiseConfig:
     @classmethod
     def from_dict(cls, d: dict):
         return cls(**d)
+
+
+def feature_slices(op_name: str, cas_num: int, n_tile: int, port_index: int = 0) -> list[Slice]:
+    """Elementwise kernels: kernel c reads (and writes) features [c*Nt, (c+1)*Nt), row-major; port_index
+    names which input port (0 for the first input and for the output)."""
+    return [Slice(c * n_tile, (c + 1) * n_tile, 1, n_tile, (port(kernel_id(op_name, c, 0), port_index),))
+            for c in range(cas_num)]
+
+
+def cycles_from_terms(terms: dict[str, int]) -> int:
+    """A kernel's cycles per graph iteration from its cycle terms: the compute terms add up, the "stream ..."
+    terms run beside them (ping-pong buffers), so the kernel takes the larger of its compute and its slowest
+    stream."""
+    compute = sum(v for t, v in terms.items() if not t.startswith("stream"))
+    return max(compute, max((v for t, v in terms.items() if t.startswith("stream")), default=0))

@@ -21,7 +21,8 @@ from ...devices import Device
 from ...errors import NumericsError
 from ...ir import Graph, Op
 from ...numerics import FixedType, srs
-from ..base import ElementwiseConfig, Slice, bank_assignment, ceil_div, kernel_id, port, storage_bytes
+from ..base import (ElementwiseConfig, Slice, bank_assignment, ceil_div, cycles_from_terms, feature_slices,
+                    kernel_id, port, storage_bytes)
 
 KIND = "add"
 
@@ -140,14 +141,12 @@ def pack(op: Op, cfg: Config) -> dict[str, np.ndarray]:
 
 def input_slices(op: Op, cfg: Config, port_index: int) -> list[Slice]:
     """Kernel c reads features [c*Nt, (c+1)*Nt) of input `port_index`, row-major."""
-    return [Slice(c * cfg.n_tile, (c + 1) * cfg.n_tile, 1, cfg.n_tile, (port(kernel_id(op.name, c, 0), port_index),))
-            for c in range(cfg.cas_num)]
+    return feature_slices(op.name, cfg.cas_num, cfg.n_tile, port_index)
 
 
 def output_slices(op: Op, cfg: Config) -> list[Slice]:
     """Kernel c writes features [c*Nt, (c+1)*Nt) of the output, row-major."""
-    return [Slice(c * cfg.n_tile, (c + 1) * cfg.n_tile, 1, cfg.n_tile, (kernel_id(op.name, c, 0),))
-            for c in range(cfg.cas_num)]
+    return feature_slices(op.name, cfg.cas_num, cfg.n_tile)
 
 
 def kernel_add(a: np.ndarray, b: np.ndarray, shift_a: int, shift_b: int, shift: int, out: FixedType,
@@ -192,9 +191,7 @@ def cycle_terms(cfg: Config, device: Device) -> dict[str, int]:
 
 def cycles(cfg: Config, device: Device) -> int:
     """Cycles of one kernel per graph iteration: the larger of its compute and its slower input stream."""
-    terms = cycle_terms(cfg, device)
-    compute = sum(v for t, v in terms.items() if not t.startswith("stream"))
-    return max(compute, max((v for t, v in terms.items() if t.startswith("stream")), default=0))
+    return cycles_from_terms(cycle_terms(cfg, device))
 
 
 def macs(op: Op, batch: int) -> int:

@@ -26,7 +26,7 @@ from ...devices import Device, get_device
 from ...errors import NumericsError
 from ...ir import Graph, Op
 from ...numerics import MULTIPLIER_BITS, FixedType, accumulator_bound, requantize
-from ..base import Slice, bank_assignment, ceil_div, kernel_id, storage_bytes
+from ..base import Slice, bank_assignment, ceil_div, cycles_from_terms, kernel_id, storage_bytes
 
 KIND = "dense"
 
@@ -325,9 +325,7 @@ def cycle_terms(cfg: Config, device: Device, finish_ops: int | None = None) -> d
 
 def cycles(cfg: Config, device: Device) -> int:
     """Cycles of the layer's slowest kernel per graph iteration: the larger of its compute and its streams."""
-    terms = cycle_terms(cfg, device)
-    compute = sum(v for t, v in terms.items() if not t.startswith("stream"))
-    return max(compute, max((v for t, v in terms.items() if t.startswith("stream")), default=0))
+    return cycles_from_terms(cycle_terms(cfg, device))
 
 
 def macs(op: Op, batch: int) -> int:
