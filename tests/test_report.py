@@ -89,8 +89,10 @@ def test_html_is_self_contained(which, request, written):
     assert re.search(r"\ssrc\s*=", html) is None and "@import" not in html
     assert html.count("<svg") == 2  # the chart and the placement
     assert 'class="aieflow-placement"' in html and 'class="aieflow-chart"' in html
-    for layer in design.layers:
-        assert html.count(f"<td class=\"l\">{layer.op.name}</td>") == 1
+    ex = design.exactness
+    in_exactness = {c.name for c in ex.layers} | set(ex.unmeasured) if ex else set()
+    for layer in design.layers:  # once in the layer table, and once more in the exactness table if measured
+        assert html.count(f"<td class=\"l\">{layer.op.name}</td>") == 1 + (layer.op.name in in_exactness)
     assert "<?xml" not in html and "<!DOCTYPE svg" not in html and "<metadata" not in html
     # Every reference inside the inline SVG resolves to an id in the page.
     ids = set(re.findall(r'\sid="([^"]+)"', html))
@@ -209,3 +211,25 @@ def test_chromium_renders_the_report(written, tmp_path):
         colours = rgb.getcolors(maxcolors=1 << 20)
     assert len(colours) > 50  # text, cards, bars: not a blank page
     assert dict((c, n) for n, c in colours).get(BAR_BLUE, 0) > 500  # the chart's bars were drawn
+
+
+def test_reports_show_the_exactness_measured_at_compile_time(tmp_path):
+    from aieflow.examples_onnx_tools import torch_fakequant_mlp
+    from aieflow.frontends.onnx_qdq import load_onnx
+    from aieflow.report.render import render_reports
+
+    torch_fakequant_mlp(tmp_path / "m.onnx", (16, 64, 32, 8), seed=3)
+    design = aieflow.compile(str(tmp_path / "m.onnx"))
+    files = render_reports(design)
+    data = json.loads(files["report.json"])
+    assert data["exactness"] == design.exactness.to_dict()
+    for c in design.exactness.layers:
+        assert f"| {c.name} | {c.values:,} |" in files["report.md"]
+        assert f'<td class="l">{c.name}</td><td>{c.values:,}</td>' in files["report.html"]
+    assert "## Exactness" in files["report.md"] and "whole model" in files["report.html"]
+    if not design.exactness.exact:  # a layer that differs is marked
+        assert '<tr class="hot"><td class="l">whole model</td>' in files["report.html"] or any(
+            f'<tr class="hot"><td class="l">{c.name}</td>' in files["report.html"] for c in design.exactness.layers)
+    plain = render_reports(aieflow.compile(load_onnx(str(tmp_path / "m.onnx"))))
+    assert json.loads(plain["report.json"])["exactness"] is None
+    assert "Not measured" in plain["report.md"] and "Not measured" in plain["report.html"]

@@ -88,7 +88,24 @@ def report_data(design: Design, perf: Performance | None = None) -> dict:
     data["direct_links"] = len(design.links)
     data["bottleneck_reason"] = explain_bottleneck(perf)
     data["search"] = asdict(design.search) if design.search else None
+    data["exactness"] = design.exactness.to_dict() if design.exactness else None
     return data
+
+
+def exactness_rows(data: dict) -> list[dict]:
+    """One row per measured layer and one for the whole model, or none when nothing was measured."""
+    ex = data.get("exactness")
+    if not ex:
+        return []
+    rows = []
+    for c in [*ex["layers"], {**ex["model"], "name": "whole model"}]:
+        rate = c["mismatches"] / c["values"] if c["values"] else 0.0
+        rows.append({"name": c["name"], "count": f"{c['values']:,}", "exact": c["exact"],
+                     "differ": "bit-exact" if c["exact"] else f"{rate:.3%} ({c['mismatches']:,})",
+                     "max_lsb": str(c["max_lsb"])})
+    rows += [{"name": n, "count": "-", "exact": None, "differ": "not measured", "max_lsb": "-"}
+             for n in ex.get("unmeasured", [])]
+    return rows
 
 
 def explain_bottleneck(perf: Performance) -> str:
@@ -331,10 +348,10 @@ def render_reports(design: Design) -> dict[str, str]:
     head = _headline(data)
     rows = _rows(data)
     md = _ENV.get_template("report.md.j2").render(
-        data=data, totals=[(k, _md_cell(v)) for k, v in head.lines(data["memtile_buffers"])], rows=[{k: _md_cell(v) if isinstance(v, str) else v for k, v in r.items()} for r in rows],
+        data=data, exactness=exactness_rows(data), totals=[(k, _md_cell(v)) for k, v in head.lines(data["memtile_buffers"])], rows=[{k: _md_cell(v) if isinstance(v, str) else v for k, v in r.items()} for r in rows],
         placement=placement_text(design).rstrip("\n"))
     html = _ENV.get_template("report.html.j2").render(
-        data=data, head=head, rows=rows, chart=Markup(_chart(data)), placement=Markup(placement_svg(design)),
+        data=data, exactness=exactness_rows(data), head=head, rows=rows, chart=Markup(_chart(data)), placement=Markup(placement_svg(design)),
         batch=data["batch"], clock=f"{data['clock_hz'] / 1e9:.2f} GHz")
     text = json.dumps(data, indent=1) + "\n"
     return {"report.json": text, "report.md": md, "report.html": html}
