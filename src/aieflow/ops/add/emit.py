@@ -8,9 +8,8 @@ parameters, so there are no parameter headers: everything a kernel computes with
 
 from __future__ import annotations
 
-from ...errors import DesignError
 from ...templating import environment
-from ..dense.emit import Fragment, left_upshift, tile_banks
+from ..dense.emit import Fragment, elementwise_tile_context, left_upshift
 
 # As for dense: every kernel has a tile of its own, and a ratio below 1 keeps the mapper from packing two.
 RUNTIME_RATIO = 0.9
@@ -58,16 +57,7 @@ _KNOWN_BUFFERS = {"a_ping", "a_pong", "b_ping", "b_pong", "out_ping", "out_pong"
 
 
 def _tile_context(layer, ns: str, tile) -> dict:
-    cfg = layer.config
-    banks = tile_banks(layer, tile, _KNOWN_BUFFERS)
-    missing = _KNOWN_BUFFERS - set(banks)
-    if missing:
-        raise DesignError(f"kernel {tile.id} has no bank for {', '.join(sorted(missing))}", node=layer.op.name)
-    return {
-        "member": kernel_member(ns, tile.chain), "tile": tile, "banks": banks,
-        "elems": cfg.batch * cfg.n_tile,
-        "lo": tile.chain * cfg.n_tile, "hi": (tile.chain + 1) * cfg.n_tile,
-    }
+    return elementwise_tile_context(layer, tile, kernel_member(ns, tile.chain), _KNOWN_BUFFERS)
 
 
 def graph_fragment(design, layer, ns: str) -> Fragment:

@@ -248,6 +248,21 @@ def tile_banks(layer, tile, known: set[str]) -> dict[str, int]:
     return banks
 
 
+def elementwise_tile_context(layer, tile, member: str, known: set[str]) -> dict:
+    """What the graph templates of an elementwise family (add, requant) need of one kernel: its member name,
+    the bank of each of its buffers (every one of `known` placed), its element count and its feature range."""
+    cfg = layer.config
+    banks = tile_banks(layer, tile, known)
+    missing = known - set(banks)
+    if missing:
+        raise DesignError(f"kernel {tile.id} has no bank for {', '.join(sorted(missing))}", node=layer.op.name)
+    return {
+        "member": member, "tile": tile, "banks": banks,
+        "elems": cfg.batch * cfg.n_tile,
+        "lo": tile.chain * cfg.n_tile, "hi": (tile.chain + 1) * cfg.n_tile,
+    }
+
+
 def _tile_context(layer, ns: str, tile) -> dict:
     cfg = layer.config
     banks = tile_banks(layer, tile, _KNOWN_BUFFERS)

@@ -9,9 +9,8 @@ kernels' requantize reads), ReLU: the same numbers the emulator reads (aieflow.o
 
 from __future__ import annotations
 
-from ...errors import DesignError
 from ...templating import environment
-from ..dense.emit import Fragment, _array_lines, left_upshift, requant_constants, tile_banks
+from ..dense.emit import Fragment, _array_lines, elementwise_tile_context, left_upshift, requant_constants
 from . import scale_shift
 
 # As for dense: every kernel has a tile of its own, and a ratio below 1 keeps the mapper from packing two.
@@ -78,17 +77,8 @@ _KNOWN_BUFFERS = {"in_ping", "in_pong", "out_ping", "out_pong", "bias", "stack"}
 
 
 def _tile_context(layer, ns: str, tile) -> dict:
-    cfg = layer.config
-    banks = tile_banks(layer, tile, _KNOWN_BUFFERS)
-    missing = _KNOWN_BUFFERS - set(banks)
-    if missing:
-        raise DesignError(f"kernel {tile.id} has no bank for {', '.join(sorted(missing))}", node=layer.op.name)
-    return {
-        "member": kernel_member(ns, tile.chain), "tile": tile, "banks": banks,
-        "bias": _bias_name(ns, tile.chain),
-        "elems": cfg.batch * cfg.n_tile,
-        "lo": tile.chain * cfg.n_tile, "hi": (tile.chain + 1) * cfg.n_tile,
-    }
+    return {**elementwise_tile_context(layer, tile, kernel_member(ns, tile.chain), _KNOWN_BUFFERS),
+            "bias": _bias_name(ns, tile.chain)}
 
 
 def graph_fragment(design, layer, ns: str) -> Fragment:
