@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import ModelError
 from .ir import Graph, Op
-from .numerics import requantize, srs
+from .numerics import requantize
 
 DEFAULT_SAMPLES = 256
 
@@ -97,10 +97,11 @@ def evaluate_op(op: Op, graph: Graph, values: dict[str, np.ndarray]) -> np.ndarr
         return requantize(acc, int(op.attrs.get("multiplier", 1)), int(op.attrs["shift"]), out.zero_point,
                           out.type, bool(op.attrs.get("relu", False)))
     if op.kind == "add":
-        a, b = (np.asarray(values[t], dtype=np.int64) for t in op.inputs)
-        acc = (a << np.int64(op.attrs["shift_a"])) + (b << np.int64(op.attrs["shift_b"]))
-        y = srs(acc, int(op.attrs["shift"]), out.type)
-        return np.maximum(y, 0) if op.attrs.get("relu", False) else y
+        from .ops.add import kernel_add  # elementwise: the kernel's arithmetic is the op's, whatever the shape
+
+        a, b = (values[t] for t in op.inputs)
+        return kernel_add(a, b, int(op.attrs["shift_a"]), int(op.attrs["shift_b"]), int(op.attrs["shift"]),
+                          out.type, bool(op.attrs.get("relu", False)))
     if op.kind == "requant":
         x = np.asarray(values[op.inputs[0]], dtype=np.int64)
         acc = x * np.int64(op.attrs.get("scale", 1)) + op.params["bias"].astype(np.int64)[None, :]

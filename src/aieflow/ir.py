@@ -151,3 +151,12 @@ def requant_op(name: str, x: str, y: str, bias, shift: int, multiplier: int = 1,
     if scale != 1:
         attrs["scale"] = int(scale)
     return Op(name, "requant", (x,), (y,), attrs, {"bias": np.asarray(bias).astype(np.int64)})
+
+
+def add_op(name: str, a: Tensor, b: Tensor, y: str, out: FixedType, relu: bool = False) -> Op:
+    """A residual add as every frontend writes it: both inputs moved onto the finer of their power-of-two
+    grids by left shifts, added, and the sum shifted into y's type (ops/add)."""
+    common = max(a.type.frac, b.type.frac)
+    return Op(name, "add", (a.name, b.name), (y,),
+              {"relu": bool(relu), "shift_a": common - a.type.frac, "shift_b": common - b.type.frac,
+               "shift": common - out.frac})

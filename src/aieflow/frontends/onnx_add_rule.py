@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..errors import ModelError
-from ..ir import Op, Tensor
+from ..ir import Tensor, add_op
 from ..numerics import FixedType, Rounding, Saturation
 from .onnx_nodes import node_name
 
@@ -95,11 +95,8 @@ def quantize(node, ins, st, base):
 def finish(name: str, pending: PendingAdd, out: FixedType, st):
     """Record the IR op and its output tensor; return the output's meaning."""
     a, b = st.tensors[pending.a], st.tensors[pending.b]
-    common = max(a.type.frac, b.type.frac)
     st.tensors[name] = Tensor(name, a.features, out)
-    st.ops.append(Op(pending.node, "add", (a.name, b.name), (name,),
-                     {"relu": pending.relu, "shift_a": common - a.type.frac, "shift_b": common - b.type.frac,
-                      "shift": common - out.frac}))
+    st.ops.append(add_op(pending.node, a, b, name, out, pending.relu))
     return _qdq().Quantized(name)
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
-from ..ir import Graph, Op, Tensor, dense_op, requant_op
+from ..ir import Graph, Tensor, add_op, dense_op, requant_op
 from ..numerics import FixedType, Rounding, Saturation, choose_multiplier
 from . import Imported
 from .onnx_nodes import attr, check_gemm, check_view, constant_value, float_input, node_name
@@ -675,12 +675,9 @@ def _finish_dense(node, dense: PendingDense, out: FixedType, out_scale: float | 
 def _finish_add(node, pending: PendingAdd, out: FixedType, out_scale, zp: int, st: _State) -> Act:
     _check_add_type(node, out, out_scale, zp, "the output")
     a, b = st.tensors[pending.a], st.tensors[pending.b]
-    common = max(a.type.frac, b.type.frac)
     name = node.output[0]
     st.tensors[name] = Tensor(name, a.features, out)
-    st.ops.append(Op(pending.node, "add", (a.name, b.name), (name,),
-                     {"relu": pending.relu, "shift_a": common - a.type.frac, "shift_b": common - b.type.frac,
-                      "shift": common - out.frac}))
+    st.ops.append(add_op(pending.node, a, b, name, out, pending.relu))
     return Act(name)
 
 
