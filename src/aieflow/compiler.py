@@ -62,13 +62,17 @@ def import_model(model, example_input=None) -> Imported:
     if isinstance(model, Graph):
         return Imported(model, "aieflow graph")
     if isinstance(model, (str, Path)) or type(model).__name__ == "ModelProto":
-        if _is_qonnx(model):
+        from .frontends.onnx_nodes import read_model
+        from .frontends.qonnx import is_qonnx
+
+        proto, name = read_model(model)  # read once, for the choice and the frontend
+        if is_qonnx(proto):
             from .frontends.qonnx import import_qonnx
 
-            return import_qonnx(model)
+            return import_qonnx(proto, name)
         from .frontends.onnx_qdq import import_onnx
 
-        return import_onnx(model)
+        return import_onnx(proto, name)
     kind = type(model)
     module = kind.__module__ or ""
     if any(c.__module__.startswith("torch.nn") and c.__name__ == "Module" for c in kind.__mro__):
@@ -84,22 +88,3 @@ def import_model(model, example_input=None) -> Imported:
     raise ModelError(f"cannot compile a {kind.__name__}",
                      hint="give an ONNX or QONNX file, an onnx.ModelProto, a PyTorch module with example_input, "
                           "an hls4ml ModelGraph or an aieflow Graph")
-
-
-_QONNX_DOMAINS = ("qonnx", "finn")
-
-
-def _is_qonnx(model) -> bool:
-    """A model with QONNX's Quant / BipolarQuant / Trunc nodes (domain qonnx.custom_op.general or finn.*)."""
-    import onnx
-
-    if isinstance(model, (str, Path)):
-        path = Path(model)
-        if not path.is_file():
-            return False  # the ONNX frontend reports the missing file
-        try:
-            model = onnx.load(str(path), load_external_data=False)
-        except Exception:  # noqa: BLE001 - not ONNX at all: the ONNX frontend words that error
-            return False
-    return any(n.domain.startswith(_QONNX_DOMAINS) or n.op_type in ("Quant", "BipolarQuant", "Trunc")
-               for n in model.graph.node)

@@ -3,6 +3,8 @@ checks on the graph ops both accept (Gemm's attributes, views that must keep [ba
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from ..errors import ModelError
@@ -77,3 +79,25 @@ def float_input(graph, known, quantizer: str) -> tuple[str, int]:
     if len(found) != 1:
         raise ModelError(f"the model has {len(found)} inputs; aieflow supports one")
     return found[0]
+
+
+ONNX_FILE_HINT = "give a .onnx file saved by onnx.save or a framework's ONNX export"
+
+
+def read_model(path_or_model, hint: str = ONNX_FILE_HINT):
+    """(onnx.ModelProto, model name) from a file path (named after the file) or a ModelProto (its graph's
+    name); a missing file, bytes that are not ONNX and a graph without nodes are refused with `hint`."""
+    import onnx
+
+    if isinstance(path_or_model, (str, Path)):
+        path = Path(path_or_model)
+        if not path.is_file():
+            raise ModelError(f"no such file: {path}")
+        try:
+            model = onnx.load(str(path))
+        except Exception as e:  # noqa: BLE001 - onnx raises DecodeError and others for non-ONNX bytes
+            raise ModelError(f"{path} is not an ONNX model ({type(e).__name__})", hint=hint) from None
+        if not model.graph.node:
+            raise ModelError(f"{path} is not an ONNX model (it has no graph nodes)", hint=hint)
+        return model, path.stem
+    return path_or_model, path_or_model.graph.name or "model"

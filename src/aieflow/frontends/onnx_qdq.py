@@ -28,14 +28,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 
 from ..errors import ModelError
 from ..ir import Graph, Tensor, dense_op, requant_op
 from ..numerics import FixedType, Rounding, Saturation, choose_multiplier, quantize_float, round_fraction
-from .onnx_nodes import attr, check_gemm, check_view, constant_value, float_input, node_name
+from .onnx_nodes import attr, check_gemm, check_view, constant_value, float_input, node_name, read_model
 
 # --- what an ONNX tensor means ----------------------------------------------------------------------------
 
@@ -132,13 +131,13 @@ _ONNX_INT_TYPES = {2: (8, False), 3: (8, True), 4: (16, False), 5: (16, True), 6
 _TENSORPROTO = {(8, False): 2, (8, True): 3, (16, False): 4, (16, True): 5, (32, True): 6}
 
 
-def load_onnx(path_or_model) -> Graph:
+def load_onnx(path_or_model, name: str | None = None) -> Graph:
     """Read an ONNX QDQ model (a path or an onnx.ModelProto) into a Graph."""
-    model, name = _read(path_or_model)
-    return _convert(model, name)
+    model, read_name = read_model(path_or_model)
+    return _convert(model, name or read_name)
 
 
-def import_onnx(path_or_model):
+def import_onnx(path_or_model, name: str | None = None):
     """The Graph of an ONNX QDQ model and onnxruntime as its reference (frontends.Imported).
 
     The reference runs the model with graph optimizations off (ORT_DISABLE_ALL, so onnxruntime computes the
@@ -148,8 +147,8 @@ def import_onnx(path_or_model):
     """
     from . import Imported
 
-    model, name = _read(path_or_model)
-    graph = _convert(model, name)
+    model, read_name = read_model(path_or_model)
+    graph = _convert(model, name or read_name)
     return Imported(graph, "onnxruntime", _OrtReference(model, graph))
 
 
@@ -202,25 +201,6 @@ class _OrtReference:
 def _graph_input_name(model) -> str:
     inits = {i.name for i in model.graph.initializer}
     return next(vi.name for vi in model.graph.input if vi.name not in inits)
-
-
-def _read(path_or_model):
-    import onnx
-
-    if isinstance(path_or_model, (str, Path)):
-        path = Path(path_or_model)
-        if not path.is_file():
-            raise ModelError(f"no such file: {path}")
-        try:
-            model = onnx.load(str(path))
-        except Exception as e:  # onnx raises DecodeError and others for non-ONNX bytes
-            raise ModelError(f"{path} is not an ONNX model ({type(e).__name__})",
-                             hint="give a .onnx file saved by onnx.save or a framework's ONNX export") from None
-        if not model.graph.node:
-            raise ModelError(f"{path} is not an ONNX model (it has no graph nodes)",
-                             hint="give a .onnx file saved by onnx.save or a framework's ONNX export")
-        return model, path.stem
-    return path_or_model, path_or_model.graph.name or "model"
 
 
 def _convert(model, name: str) -> Graph:

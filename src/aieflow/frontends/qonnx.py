@@ -32,7 +32,7 @@ from ..errors import ModelError
 from ..ir import Graph, Tensor, add_op, dense_op, requant_op
 from ..numerics import FixedType, Rounding, Saturation, choose_multiplier
 from . import Imported
-from .onnx_nodes import attr, check_gemm, check_view, constant_value, float_input, node_name
+from .onnx_nodes import attr, check_gemm, check_view, constant_value, float_input, node_name, read_model
 
 QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general", "onnx.brevitas", "qonnx")
 
@@ -164,15 +164,9 @@ def import_qonnx(path_or_model, name: str | None = None) -> Imported:
     from qonnx.core.modelwrapper import ModelWrapper
 
     if isinstance(path_or_model, (str, Path)):
-        path = Path(path_or_model)
-        if not path.is_file():
-            raise ModelError(f"no such file: {path}")
-        try:
-            proto = onnx.load(str(path))
-        except Exception as e:  # noqa: BLE001 - onnx raises DecodeError and others for non-ONNX bytes
-            raise ModelError(f"{path} is not an ONNX model ({type(e).__name__})",
-                             hint="give a .onnx file saved by a QONNX export (e.g. brevitas.export.export_qonnx)") from None
-        name = name or path.stem
+        proto, read_name = read_model(path_or_model, hint="give a .onnx file saved by a QONNX export (e.g. "
+                                                          "brevitas.export.export_qonnx)")
+        name = name or read_name
     elif isinstance(path_or_model, ModelWrapper):
         proto = path_or_model.model
     else:
@@ -698,6 +692,7 @@ QONNX_OPS = ("Quant", "IntQuant", "BipolarQuant", "Trunc")
 
 
 def is_qonnx(model) -> bool:
-    """Whether an onnx.ModelProto holds nodes of a QONNX domain (Quant, BipolarQuant, Trunc)."""
-    return any(n.domain in QONNX_DOMAINS or n.op_type in QONNX_OPS and n.domain not in ("", "ai.onnx")
+    """Whether an onnx.ModelProto is this frontend's: a node of a QONNX or FINN domain, or a Quant,
+    BipolarQuant or Trunc node in any domain (the cleanup moves those into qonnx's)."""
+    return any(n.domain.startswith(("qonnx", "finn")) or n.op_type in ("Quant", "BipolarQuant", "Trunc")
                for n in model.graph.node)
