@@ -148,9 +148,9 @@ def measure(imported, design=None, inputs: np.ndarray | None = None, samples: in
         q_in = tin.quantize(x)
     q_in = np.asarray(q_in, dtype=np.int64)
     layers, unmeasured = [], []
+    known = {graph.inputs[0]: q_in, **ref}  # the source's values every op is fed
     for op in graph.ops:
         y = op.outputs[0]
-        known = {graph.inputs[0]: q_in, **ref}
         if y not in ref or any(t not in known for t in op.inputs):
             unmeasured.append(op.name)
             continue
