@@ -96,4 +96,5 @@ def test_demo_runs_end_to_end(tmp_path):
     r = CliRunner().invoke(main, ["demo", "--output", str(tmp_path / "demo")])
     assert r.exit_code == 0, r.output
     assert "bit-exact" in r.output
-    assert (tmp_path / "demo" / "design.json").is_file() and (tmp_path / "jet_tagger.onnx").is_file()
+    assert (tmp_path / "demo" / "design.json").is_file() and (tmp_path / "demo" / "jet_tagger.onnx").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]  # nothing written beside the output

@@ -85,7 +85,7 @@ def _with_modes(design, rounding: Rounding, saturation: Saturation):
 def test_every_expected_file_is_written(jet, tmp_path):
     root = _write(jet, tmp_path)
     names = [emit.c_identifier(l.op.name) for l in jet.layers]
-    expected = {"design.json", "Makefile", "aie.cfg", "README.md", "src/graph.h", "src/graph.cpp",
+    expected = {"design.json", "aieflow-manifest.json", "Makefile", "aie.cfg", "README.md", "src/graph.h", "src/graph.cpp",
                 "src/kernels/dense.h", "data/in_0.txt", "data/golden_out_0.txt"}
     for ns in names:
         expected |= {f"src/kernels/{ns}.h", f"src/kernels/{ns}.cpp", f"src/params/{ns}.h"}
@@ -311,7 +311,7 @@ def test_a_failed_write_leaves_nothing(jet, tmp_path, monkeypatch):
 def test_a_failed_write_keeps_the_previous_project(jet, cascaded, tmp_path, monkeypatch):
     root = _write(jet, tmp_path)
     before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
-    monkeypatch.setattr(emit.Path, "write_text", _fail_on_the_fifth_write())
+    monkeypatch.setattr(emit.Path, "write_bytes", _fail_on_the_fifth_write())
     with pytest.raises(OSError, match="disk full"):
         cascaded.write(root)
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
@@ -319,16 +319,16 @@ def test_a_failed_write_keeps_the_previous_project(jet, cascaded, tmp_path, monk
 
 
 def _fail_on_the_fifth_write():
-    original = Path.write_text
+    original = Path.write_bytes
     calls = []
 
-    def write_text(self, *args, **kwargs):
+    def write_bytes(self, *args, **kwargs):
         calls.append(self)
         if len(calls) == 5:
             raise OSError("disk full")
         return original(self, *args, **kwargs)
 
-    return write_text
+    return write_bytes
 
 
 def test_replaces_only_its_own_projects(jet, tmp_path):

@@ -1,12 +1,17 @@
-"""The command line: compile, simulate, devices, demo.
+"""The command line: compile, simulate, check, plot, report, devices, demo.
 
-Every error aieflow raises on purpose becomes one line on stderr and exit status 2, never a traceback.
+Every failure is one line on stderr and exit status 2, never a traceback: aieflow's own errors, the
+filesystem's (read-only, full, missing), memory, click's usage errors, and, for anything unforeseen, one line
+that says where the full traceback was kept (or `aieflow --debug ...` to see it).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 
 import click
@@ -15,22 +20,102 @@ import numpy as np
 from .errors import AieflowError, DesignError
 
 
-def _fail(err: AieflowError) -> None:
-    click.echo(f"error: {err.one_line()}", err=True)
-    sys.exit(2)
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _os_message(e: OSError) -> str:
+    where = e.filename if e.filename is not None else ""
+    what = e.strerror or str(e) or type(e).__name__
+    return f"{where}: {what}" if where else what
+
+
+def _keep_traceback() -> str | None:
+    """Write the current traceback to a log file; its path, or None when it cannot be written."""
+    try:
+        fd, name = tempfile.mkstemp(prefix="aieflow-traceback-", suffix=".log")
+        with os.fdopen(fd, "w") as f:
+            f.write(traceback.format_exc())
+        return name
+    except OSError:
+        return None
 
 
 class _Group(click.Group):
-    def invoke(self, ctx):
+    """Runs a command and turns whatever it raises into one line and exit status 2."""
+
+    def main(self, args=None, prog_name=None, **extra):
+        argv = list(sys.argv[1:] if args is None else args)
+        debug = "--debug" in argv[: next((i for i, a in enumerate(argv) if a in self.commands), len(argv))]
         try:
-            return super().invoke(ctx)
-        except AieflowError as err:
-            _fail(err)
+            code = super().main(args=argv, prog_name=prog_name or "aieflow", standalone_mode=False, **extra)
+        except SystemExit:
+            raise
+        except click.exceptions.Abort:
+            click.echo("error: interrupted", err=True)
+            sys.exit(130)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            sys.exit(130)
+        except click.UsageError as e:
+            cmd = e.ctx.command_path if e.ctx is not None else "aieflow"
+            click.echo(f"error: {_one_line(e.format_message())} (see '{cmd} --help')", err=True)
+            sys.exit(2)
+        except click.ClickException as e:
+            click.echo(f"error: {_one_line(e.format_message())}", err=True)
+            sys.exit(2)
+        except AieflowError as e:
+            if debug:
+                raise
+            click.echo(f"error: {_one_line(e.one_line())}", err=True)
+            sys.exit(2)
+        except OSError as e:
+            if debug:
+                raise
+            click.echo(f"error: {_one_line(_os_message(e))}", err=True)
+            sys.exit(2)
+        except MemoryError:
+            if debug:
+                raise
+            click.echo("error: out of memory (a shape or sample count too large for this machine)", err=True)
+            sys.exit(2)
+        except RecursionError:
+            if debug:
+                raise
+            click.echo("error: an input is nested too deeply to read", err=True)
+            sys.exit(2)
+        except Exception as e:  # noqa: BLE001 - the last boundary: one line, the traceback kept for a report
+            if debug:
+                raise
+            log = _keep_traceback()
+            where = f"; the traceback is in {log}" if log else ""
+            click.echo(f"error: internal error, {type(e).__name__}: {_one_line(e)} (a bug in aieflow{where}; "
+                       f"`aieflow --debug ...` shows it)", err=True)
+            sys.exit(2)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _load_legal(project: Path, force: bool):
+    """The design of PROJECT, checked by the independent checker first: an illegal one is refused (or, with
+    --force, used after a warning)."""
+    from .design import load
+    from .mapping.check import violations
+
+    design = load(project)
+    bad = violations(design)
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        if not force:
+            raise DesignError(f"{project} is not a legal design: {bad[0]}{more}",
+                              hint=f"`aieflow check {project}` lists every broken rule; --force uses it anyway")
+        click.echo(f"warning: {project} is not a legal design: {bad[0]}{more}; going on (--force)", err=True)
+    return design
 
 
 @click.group(cls=_Group)
 @click.version_option(package_name="aieflow")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show the full traceback of an error instead of one line.")
+def main(debug: bool) -> None:
     """Compile quantized neural networks for AMD AI Engine arrays, and run them bit-exactly without AMD tools."""
 
 
@@ -59,12 +144,9 @@ def compile(model: Path, output: Path, device: str, batch: int | None, objective
     from . import compile as compile_model
     from .report import human_summary
 
-    calib = None
-    if calibration is not None:
-        try:
-            calib = np.load(calibration, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise DesignError(f"cannot read {calibration} as a .npy array: {e}") from None
+    from .inputs import load_array
+
+    calib = None if calibration is None else load_array(calibration, "--calibration")
     design = compile_model(model, device=device, batch=batch, objective=objective, max_tiles=max_tiles,
                            target_interval=target_interval, config=config, calibration=calib,
                            measure=not no_measure)
@@ -76,21 +158,21 @@ def compile(model: Path, output: Path, device: str, batch: int | None, objective
 
 
 @main.command()
-@click.argument("project", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--input", "input_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.argument("project", type=click.Path(path_type=Path))
+@click.option("-i", "--input", "input_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="A .npy array [samples, features]: floats are quantized, integers taken as raw values. "
                    "Without it, --engine host runs the project's own data/in_*.txt.")
-@click.option("--output", "output_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to save the outputs (.npy).")
 @click.option("--raw", is_flag=True, help="Save the output integers instead of dequantized floats.")
 @click.option("--engine", type=click.Choice(["emulator", "fast", "host"]), default=None,
               help="emulator: the structural emulator; fast: the whole-batch one; host: the project's emitted "
                    "kernel C++ built with g++ and run on this machine. Default: fast or emulator by input size.")
-def simulate(project: Path, input_path: Path, output_path: Path, raw: bool, engine: str | None) -> None:
+@click.option("--force", is_flag=True, help="Use a design the checker finds illegal (with a warning).")
+def simulate(project: Path, input_path: Path, output_path: Path, raw: bool, engine: str | None,
+             force: bool) -> None:
     """Run the bit-exact emulator of a compiled PROJECT on an input array."""
-    from .design import load
-
-    design = load(project)
+    design = _load_legal(project, force)
     if input_path is None and engine == "host":
         from .host.run import run_project_files
 
@@ -99,10 +181,10 @@ def simulate(project: Path, input_path: Path, output_path: Path, raw: bool, engi
         return
     if input_path is None or output_path is None:
         raise DesignError("--input and --output are needed", hint="or use --engine host alone to run the project's data files")
-    try:
-        x = np.load(input_path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise DesignError(f"cannot read {input_path} as a .npy array: {e}") from None
+    from .files import save_array
+    from .inputs import check_input, load_array
+
+    x = check_input(load_array(input_path, "--input"), design.graph.tensors[design.graph.inputs[0]], "--input")
     if engine == "host":
         from .host.run import run as run_host
 
@@ -111,7 +193,7 @@ def simulate(project: Path, input_path: Path, output_path: Path, raw: bool, engi
         y = design.simulate(x, raw=raw, fast=None if engine is None else engine == "fast")
     if raw:
         y = y.astype(design.graph.tensors[design.graph.outputs[0]].type.storage)
-    np.save(output_path, y)
+    save_array(output_path, y)
     click.echo(f"{len(y)} samples -> {output_path} ({'integers' if raw else 'dequantized floats'})")
 
 
@@ -145,12 +227,13 @@ def check(project: Path, host_graph: bool) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("placement.png"),
               show_default=True, help="Picture to write: .png or .svg.")
 @click.option("--title", default=None, help="Heading instead of the default summary line.")
-def plot(project: Path, output: Path, title: str | None) -> None:
+@click.option("--force", is_flag=True, help="Use a design the checker finds illegal (with a warning).")
+def plot(project: Path, output: Path, title: str | None, force: bool) -> None:
     """Draw the placement of a compiled PROJECT (or design.json) on its device."""
-    from .design import load
-    from .report.plot import placement_text, plot_design
+    from .report.plot import check_picture_name, placement_text, plot_design
 
-    design = load(project)
+    design = _load_legal(project, force)
+    check_picture_name(output)  # before anything is printed
     click.echo(placement_text(design), nl=False)
     click.echo(f"wrote {plot_design(design, output, title=title)}")
 
@@ -159,12 +242,12 @@ def plot(project: Path, output: Path, title: str | None) -> None:
 @click.argument("project", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for report.json, report.md and report.html [default: PROJECT].")
-def report(project: Path, output: Path | None) -> None:
+@click.option("--force", is_flag=True, help="Use a design the checker finds illegal (with a warning).")
+def report(project: Path, output: Path | None, force: bool) -> None:
     """Predict a compiled PROJECT's performance: a table here, report.json / .md / .html on disk."""
-    from .design import load
     from .report.render import print_report, write_reports
 
-    design = load(project)
+    design = _load_legal(project, force)
     print_report(design)
     if output is None:
         output = project if project.is_dir() else project.parent

@@ -40,6 +40,13 @@ def compile(model, device: str = "ve2802", batch: int | None = None, *,  # noqa:
     options = load_options(config, objective=objective, max_tiles=max_tiles, target_interval=target_interval,
                            batch=batch, layers=layers)
     imported = model if isinstance(model, Imported) else import_model(model, example_input)
+    if calibration is not None:  # checked before the mapping's work, not after it
+        from .inputs import check_input
+
+        calibration = check_input(calibration, imported.graph.tensors[imported.graph.inputs[0]], "calibration")
+        if calibration.dtype.kind != "f":
+            raise ModelError(f"calibration has dtype {calibration.dtype}; it is the source model's input",
+                             hint="give floats, as the model's input quantizer takes them")
     batch = options.batch if options.batch is not None else DEFAULT_BATCH
     if not 1 <= int(batch) <= 4096:
         raise ModelError(f"batch {batch} is out of range", hint="use 1 to 4096 samples per graph iteration")

@@ -141,6 +141,14 @@ class Design:
     # model came without a source to run (an ir.Graph) or the measurement was skipped.
     exactness: "ExactnessReport | None" = None
 
+    def __repr__(self) -> str:
+        """One line: what it is and where, not its 20,000 characters of parameters."""
+        exact = ("not measured" if self.exactness is None
+                 else "bit-exact" if self.exactness.exact else "NOT bit-exact")
+        return (f"<aieflow Design '{self.graph.name}' on {self.device.name}: {len(self.layers)} layers, "
+                f"{len(self.tiles)} of {self.device.tiles} tiles, batch {self.batch}, "
+                f"exactness vs source {exact}>")
+
     def layer(self, name: str) -> Layer:
         return next(l for l in self.layers if l.op.name == name)
 

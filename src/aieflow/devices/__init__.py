@@ -134,9 +134,11 @@ def catalog() -> dict[str, Device]:
 
 def get_device(name: str) -> Device:
     """A part by its key, its name or an alias, case-insensitive: 've2802', 'XCVE2802', 'vek280'."""
+    known = ", ".join(f"{d.aliases[0]} ({d.name})" for d in catalog().values())
+    if not isinstance(name, str) or not name.strip():
+        raise DeviceError(f"no device given ({name!r})", hint=f"choose one of {known}")
     wanted = name.strip().lower()
     for key, dev in catalog().items():
-        if wanted in (key, dev.name.lower(), dev.board.lower(), *dev.aliases):
+        if wanted in (key, dev.name.lower(), dev.board.lower() or None, *dev.aliases):
             return dev
-    known = ", ".join(f"{d.aliases[0]} ({d.name})" for d in catalog().values())
     raise DeviceError(f"unknown device '{name}'", hint=f"choose one of {known}")

@@ -9,9 +9,8 @@ module, aieflow.ops.<kind>.emit), a Makefile and aie.cfg for v++ -c --mode aie, 
 the emulator's golden output (data/), and a README. Nothing here runs an AMD tool.
 
 Writing the same design twice gives byte-identical trees: no timestamps, every iteration in design order or
-sorted, the sample input drawn from a fixed seed. The files go to a temporary folder beside `path`, which
-replaces `path` only once it is complete; on any failure the temporary folder is removed and whatever was at
-`path` stays as it was.
+sorted, the sample input drawn from a fixed seed. emit/folder.py writes them: only into a new or empty folder
+or an earlier aieflow project, replacing only the files aieflow wrote there, all or none.
 """
 
 from __future__ import annotations
@@ -19,10 +18,7 @@ from __future__ import annotations
 import importlib
 import keyword
 import math
-import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -261,52 +257,11 @@ def render_project(design: Design) -> dict[str, str]:
     return dict(sorted(files.items()))
 
 
-def _check_target(path: Path) -> None:
-    """Refuse to replace something that is not an earlier project: a file, or a folder of other things."""
-    if path.is_symlink() or (path.exists() and not path.is_dir()):
-        raise DesignError(f"{path} exists and is not a folder", hint="choose a new folder for the project")
-    if path.is_dir() and any(path.iterdir()) and not (path / "design.json").is_file():
-        raise DesignError(f"{path} is a folder that is not an aieflow project (it has no design.json)",
-                          hint="choose an empty or new folder; aieflow replaces only its own projects")
+def write_project(design: Design, path: str | Path, extra: dict[str, bytes] | None = None) -> Path:
+    """Write the project for `design` to `path` (emit/folder.py: only aieflow's own files are replaced, all or
+    none); `extra` are files of the caller's put beside it, e.g. the demo's model, which a recompile keeps."""
+    from .folder import write_tree
 
-
-def write_project(design: Design, path: str | Path) -> Path:
-    """Write the project for `design` to `path`, replacing an earlier project there only on success."""
-    given = Path(path)
-    _check_target(given)
-    path = given.resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes a private folder; a project is an ordinary one
-        for rel, text in render_project(design).items():
-            target = tmp / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text, encoding="utf-8", newline="\n")
-        _replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return given
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _replace(tmp: Path, path: Path) -> None:
-    """Move the finished folder into place; an earlier project is set aside first and restored on failure."""
-    if not path.exists():
-        os.rename(tmp, path)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-    os.rmdir(old)
-    os.rename(path, old)
-    try:
-        os.rename(tmp, path)
-    except BaseException:
-        os.rename(old, path)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    files = {rel: text.encode("utf-8") for rel, text in render_project(design).items()}
+    write_tree(Path(path), files, extra)
+    return Path(path)

@@ -63,6 +63,11 @@ def constant_value(node) -> np.ndarray:
     return numpy_helper.to_array(t.t)
 
 
+# Bounds on what a model file may declare, checked before any array is made from it.
+MAX_FEATURES = 1 << 16
+MAX_DECLARED_BATCH = 1 << 16
+
+
 def float_input(graph, known, quantizer: str) -> tuple[str, int]:
     """The one float32 [batch, features] graph input that is not an initializer: (name, features)."""
     found = []
@@ -73,6 +78,11 @@ def float_input(graph, known, quantizer: str) -> tuple[str, int]:
         if len(dims) < 2 or dims[-1] is None or any(d is None or d > 1 for d in dims[1:-1]):
             raise ModelError(f"graph input '{vi.name}' has shape {dims}; expected [batch, features]",
                              hint="flatten the input to two dimensions before export")
+        if not 1 <= dims[-1] <= MAX_FEATURES or (dims[0] is not None and not 0 <= dims[0] <= MAX_DECLARED_BATCH):
+            # Bounded before anything is allocated from them (the reference runs in chunks of a fixed batch).
+            raise ModelError(f"graph input '{vi.name}' declares shape {dims}",
+                             hint=f"features must be 1 to {MAX_FEATURES} and a fixed batch at most "
+                                  f"{MAX_DECLARED_BATCH} (or leave it symbolic)")
         if vi.type.tensor_type.elem_type != 1:
             raise ModelError(f"graph input '{vi.name}' must be float32 ({quantizer} quantizes it)")
         found.append((vi.name, dims[-1]))

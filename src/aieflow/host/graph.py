@@ -39,6 +39,16 @@ def main_cpp(graph_h: str) -> str:
     return "\n".join(lines)
 
 
+def first_error(stderr: str) -> str:
+    """The first 'file:line:col: error: ...' line of g++'s output, and how many errors there were."""
+    errors = [line.strip() for line in stderr.splitlines() if " error: " in line or line.startswith("error:")]
+    if not errors:
+        tail = [line.strip() for line in stderr.splitlines() if line.strip()]
+        return tail[-1] if tail else "g++ failed without a message"
+    more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
+    return errors[0] + more
+
+
 def record_graph(project_dir: str | Path, cxx: str | None = None) -> dict:
     """Compile and run src/graph.h of a written project against the host ADF headers; return its record."""
     project = Path(project_dir).resolve()
@@ -57,7 +67,8 @@ def record_graph(project_dir: str | Path, cxx: str | None = None) -> dict:
                  f"-I{include_dir()}"]
         done = subprocess.run([cxx, *flags, str(main), "-o", str(exe)], capture_output=True, text=True)
         if done.returncode != 0:
-            raise DesignError(f"src/graph.h does not build against the host ADF headers:\n{done.stderr[-4000:]}")
+            raise DesignError(f"src/graph.h does not build against the host ADF headers: {first_error(done.stderr)}",
+                              hint="the line named is where g++ stopped; recompile the model to restore the file")
         run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
         if run.returncode != 0:
             raise DesignError(f"the graph recorder failed ({run.returncode}): {run.stderr[-2000:]}")

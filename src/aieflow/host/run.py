@@ -23,6 +23,7 @@ import numpy as np
 
 from ..design import Design
 from ..errors import DesignError
+from ..files import write_file
 from ..tiling import Tiling, address_map
 from . import include_dir
 
@@ -303,6 +304,6 @@ def run_project_files(design: Design, project_dir: Path) -> list[Path]:
         if p.direction == "out":
             storage = design.graph.tensors[p.tensor].type.storage
             path = out_dir / f"{p.name}.txt"
-            path.write_text(text_lines(on_wire(y[:, p.lo:p.hi], p.row), values_per_line(storage, p.bits)))
+            write_file(path, text_lines(on_wire(y[:, p.lo:p.hi], p.row), values_per_line(storage, p.bits)))
             written.append(path)
     return written

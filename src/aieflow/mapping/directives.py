@@ -55,8 +55,12 @@ class Options:
     layers: dict[str, Directive] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.objective not in OBJECTIVES:
+        if not isinstance(self.objective, str) or self.objective not in OBJECTIVES:
             raise MappingError(f"unknown objective '{self.objective}'", hint=f"use one of {', '.join(OBJECTIVES)}")
+        for key in ("max_tiles", "target_interval", "batch"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise MappingError(f"{key} = {value!r} must be an integer")
         if self.max_tiles is not None and self.max_tiles < 1:
             raise MappingError(f"max_tiles {self.max_tiles} must be at least 1")
         if self.target_interval is not None and self.target_interval < 1:
@@ -64,6 +68,9 @@ class Options:
 
 
 def directive(name: str, raw: dict) -> Directive:
+    if not isinstance(raw, dict):
+        raise MappingError(f"[layers] {name} = {raw!r} is not a table of directives",
+                           hint=f"write [layers.{name}] with keys such as cas_length = 2")
     known = {f.name for f in fields(Directive)}
     unknown = set(raw) - known
     if unknown:
@@ -82,7 +89,7 @@ def directive(name: str, raw: dict) -> Directive:
     if (d.get("col") is None) != (d.get("row") is None):
         raise MappingError("a placement pin needs both col and row", node=name)
     if d.get("transport", "auto") not in TRANSPORTS:
-        raise MappingError(f"directive transport = {d['transport']!r}", node=name, hint=f"use one of {', '.join(TRANSPORTS)}")
+        raise MappingError(f"directive transport = {d.get('transport')!r}", node=name, hint=f"use one of {', '.join(TRANSPORTS)}")
     return Directive(**d)
 
 
@@ -95,11 +102,15 @@ def load_options(path: str | Path | None = None, **overrides) -> Options:
             raw = tomllib.loads(p.read_text())
         except FileNotFoundError:
             raise MappingError(f"no such config file: {p}") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        except IsADirectoryError:
+            raise MappingError(f"config {p} is a folder", hint="give a TOML file") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as e:
             raise MappingError(f"{p} is not valid TOML: {e}") from None
     unknown = set(raw) - {"compile", "layers"}
     if unknown:
         raise MappingError(f"unknown config section(s) {', '.join(sorted(unknown))}", hint="use [compile] and [layers.NAME]")
+    if not isinstance(raw.get("compile", {}), dict):
+        raise MappingError("compile must be a table: [compile]")
     comp = dict(raw.get("compile", {}))
     bad = set(comp) - {"objective", "max_tiles", "target_interval", "batch"}
     if bad:

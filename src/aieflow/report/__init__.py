@@ -37,10 +37,11 @@ def human_summary(design: Design, output: Path | None = None, console: Console |
     else:
         c.print("exactness: not measured (no source model to compare with)")
     from .perf import predict
+    from .render import percent, sig3
 
-    p = predict(design)
-    c.print(f"predicted: {p.interval_cycles:,} cycles per iteration, latency {p.latency_us:.2f} us, "
-            f"{p.samples_per_s:,.0f} samples/s, {p.tops:.1f} TOPS ({p.peak_fraction:.0%} of peak); "
+    p = predict(design)  # the numbers in the words `aieflow report` uses for them
+    c.print(f"predicted: {p.interval_cycles:,} cycles per iteration, latency {sig3(p.latency_us)} us, "
+            f"{p.samples_per_s:,.0f} samples/s, {sig3(p.tops)} TOPS ({percent(p.peak_fraction)} of peak); "
             f"bottleneck {p.bottleneck} ({p.bottleneck_term}) - `aieflow report` explains each number")
 
 

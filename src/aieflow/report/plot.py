@@ -13,6 +13,8 @@ figure registry is touched (safe inside notebooks and servers).
 
 from __future__ import annotations
 
+import io
+
 import math
 import re
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from ..design import Design, MemtileBuffer
 from ..errors import DesignError
+from ..files import write_file
 
 FORMATS = (".png", ".svg")
 
@@ -460,6 +463,16 @@ def _draw_edges(ax, writes: list, reads: list) -> None:
         ax.add_collection(LineCollection(reads, colors=_READ, linewidths=0.7, alpha=0.35, zorder=4))
 
 
+def check_picture_name(path: str | Path) -> str:
+    """The picture format of `path` by its suffix, or a DesignError naming what would work."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise DesignError(f"cannot plot to '{path.name}': unknown picture format '{path.suffix or '(none)'}'",
+                          hint="name the file with .png or .svg")
+    return suffix
+
+
 def plot_design(design: Design, path: str | Path, *, title: str | None = None) -> Path:
     """Draw the design's placement on its device to `path` (.png or .svg, by the suffix) and return the path.
 
@@ -467,10 +480,7 @@ def plot_design(design: Design, path: str | Path, *, title: str | None = None) -
     shim row. Writing the same design twice gives the same bytes.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in FORMATS:
-        raise DesignError(f"cannot plot to '{path.name}': unknown picture format '{path.suffix or '(none)'}'",
-                          hint="name the file with .png or .svg")
+    suffix = check_picture_name(path)
     from matplotlib import rc_context
     from matplotlib.figure import Figure
 
@@ -508,6 +518,7 @@ def plot_design(design: Design, path: str | Path, *, title: str | None = None) -
         ax.set_title(heading, fontsize=font * 1.8, loc="left", pad=8)
         path.parent.mkdir(parents=True, exist_ok=True)
         metadata = {"Software": None} if suffix == ".png" else {"Date": None, "Creator": None}
-        fig.savefig(path, format=suffix[1:], metadata=metadata, bbox_inches="tight", pad_inches=0.15)
-    return path
+        buf = io.BytesIO()
+        fig.savefig(buf, format=suffix[1:], metadata=metadata, bbox_inches="tight", pad_inches=0.15)
+    return write_file(path, buf.getvalue())  # whole or not at all
 

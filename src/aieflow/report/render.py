@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..design import Design
+from ..files import write_file
 from .perf import LayerPerf, Performance, predict
 from .plot import placement_text, plot_design, short_names
 
@@ -136,7 +137,7 @@ def explain_bottleneck(perf: Performance) -> str:
 # --- formatting ------------------------------------------------------------------------------------------
 
 
-def _sig(x: float) -> str:
+def sig3(x: float) -> str:
     """Three significant figures without an exponent: 113, 58.2, 2.26, 0.402."""
     if x == 0:
         return "0"
@@ -150,11 +151,11 @@ def _rate(per_s: float) -> str:
     """A rate with a metric prefix: "30.9 M", "471 k", "12"."""
     for factor, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if per_s >= factor:
-            return f"{_sig(per_s / factor)} {prefix}"
-    return _sig(per_s)
+            return f"{sig3(per_s / factor)} {prefix}"
+    return sig3(per_s)
 
 
-def _percent(x: float) -> str:
+def percent(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
@@ -201,9 +202,9 @@ class _Headline:
 
 def _headline(data: dict) -> _Headline:
     return _Headline(
-        interval=f"{data['interval_cycles']:,}", latency_us=_sig(data["latency_us"]),
-        latency_cycles=f"{data['latency_cycles']:,}", rate=_rate(data["samples_per_s"]), tops=_sig(data["tops"]),
-        peak=f"{_percent(data['peak_fraction'])} of {_sig(data['peak_tops'])}",
+        interval=f"{data['interval_cycles']:,}", latency_us=sig3(data["latency_us"]),
+        latency_cycles=f"{data['latency_cycles']:,}", rate=_rate(data["samples_per_s"]), tops=sig3(data["tops"]),
+        peak=f"{percent(data['peak_fraction'])} of {sig3(data['peak_tops'])}",
         tiles=f"{data['tiles_used']} / {data['tiles_total']}", memtiles=f"{data['memtiles_used']} / {data['memtiles_total']}",
         memtile_size=_size(data["memtile_bytes"]), bottleneck=f"{data['bottleneck']} ({data['bottleneck_term']})")
 
@@ -215,7 +216,7 @@ def _size(nbytes: int) -> str:
 def _rows(data: dict) -> list[dict]:
     """Each layer's table cells, formatted once for the Markdown, HTML and notebook views."""
     return [{"name": e["name"], "kind": e["kind"], "grid": _grid(e), "microtile": _microtile(e),
-             "tiles": f"{e['tiles']:,}", "cycles": f"{e['cycles']:,}", "share": _percent(e["share"]),
+             "tiles": f"{e['tiles']:,}", "cycles": f"{e['cycles']:,}", "share": percent(e["share"]),
              "share_width": f"{min(100.0, 100 * e['share']):.1f}", "latency": f"{e['latency_cycles']:,}",
              "bound": e["bound"], "terms": _terms(e), "bottleneck": e["name"] == data["bottleneck"]}
             for e in data["layers"]]
@@ -323,7 +324,7 @@ def _chart(data: dict) -> str:
             "stream": {"w": f"{span * streams[lead] / top:.1f}", "title": f"{lead}: {streams[lead]:,} cycles"}
             if lead else None,
             "tick": x(e["cycles"]),
-            "value": f"{e['cycles']:,} cycles \u00b7 {_percent(e['share'])} \u00b7 {e['bound']}",
+            "value": f"{e['cycles']:,} cycles \u00b7 {percent(e['share'])} \u00b7 {e['bound']}",
         })
     height = head + len(stages) * row_h + 46
     ticks = [{"x": x(t), "label": f"{t:,}"} for t in range(0, top + 1, step)]
@@ -364,9 +365,7 @@ def write_reports(design: Design, directory: str | Path) -> dict[str, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     out = {}
     for name, text in render_reports(design).items():
-        path = directory / name
-        path.write_text(text, encoding="utf-8", newline="\n")
-        out[name.rsplit(".", 1)[1]] = path
+        out[name.rsplit(".", 1)[1]] = write_file(directory / name, text)  # each whole or not at all
     return out
 
 

@@ -12,30 +12,23 @@ import numpy as np
 
 from ..design import Design, MemtileBuffer
 from ..errors import DesignError
+from ..inputs import check_input
 from ..ops import family
 from ..report.progress import progress
 from ..tiling import read_tiles, write_tiles
 
 
 def samples(design: Design, x) -> np.ndarray:
-    """x as [samples, features] for this design's input (one sample may come as a vector)."""
-    tin = design.graph.tensors[design.graph.inputs[0]]
-    x = np.asarray(x)
-    if x.ndim == 1:
-        x = x[None, :]
-    if x.ndim != 2 or x.shape[1] != tin.features:
-        raise DesignError(f"input of shape {list(x.shape)}; the design expects [samples, {tin.features}]")
-    return x
+    """x as [samples, features] for this design's input (one sample may come as a vector), checked by
+    aieflow.inputs: floats finite, integers in the input type's range."""
+    return check_input(x, design.graph.tensors[design.graph.inputs[0]], allow_empty=True)
 
 
 def check_raw(design: Design, q: np.ndarray) -> np.ndarray:
     """Raw input integers, refused when outside the input type."""
-    tin = design.graph.tensors[design.graph.inputs[0]].type
     if q.dtype.kind not in "iu":
         raise DesignError(f"input of dtype {q.dtype}; give floats or integers")
-    if q.size and (int(q.min()) < tin.qmin or int(q.max()) > tin.qmax):
-        raise DesignError(f"raw input values outside {tin.storage} [{tin.qmin}, {tin.qmax}]")
-    return q
+    return check_input(q, design.graph.tensors[design.graph.inputs[0]], allow_empty=True)
 
 
 def run(design: Design, x: np.ndarray, raw: bool = False) -> np.ndarray:
