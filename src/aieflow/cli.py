@@ -233,9 +233,10 @@ def plot(project: Path, output: Path, title: str | None, force: bool) -> None:
     from .report.plot import check_picture_name, placement_text, plot_design
 
     design = _load_legal(project, force)
-    check_picture_name(output)  # before anything is printed
+    check_picture_name(output)
+    written = plot_design(design, output, title=title)  # written before anything is printed: a failure is one line
     click.echo(placement_text(design), nl=False)
-    click.echo(f"wrote {plot_design(design, output, title=title)}")
+    click.echo(f"wrote {written}")
 
 
 @main.command()
@@ -248,10 +249,10 @@ def report(project: Path, output: Path | None, force: bool) -> None:
     from .report.render import print_report, write_reports
 
     design = _load_legal(project, force)
-    print_report(design)
     if output is None:
         output = project if project.is_dir() else project.parent
-    paths = write_reports(design, output)
+    paths = write_reports(design, output)  # before the table: a failure to write is one line
+    print_report(design)
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
