@@ -315,18 +315,58 @@ def to_dict(d: Design) -> dict:
 
 
 def from_dict(data: dict) -> Design:
-    if data.get("format") != FORMAT or data.get("version") != VERSION:
-        raise DesignError(f"not an aieflow design (format {data.get('format')!r}, version {data.get('version')!r})",
-                          hint=f"expected format {FORMAT!r} version {VERSION}; recompile the model")
+    """Build a Design from a parsed design.json, validated first (design_schema); any bad field is a DesignError."""
+    from .design_schema import validate
+
+    validate(data)
+    try:
+        return _build(data)
+    except DesignError:
+        raise
+    except (RecursionError, ValueError, TypeError, KeyError, OverflowError, AttributeError, IndexError,
+            ArithmeticError) as e:
+        raise DesignError(f"design.json: a field is out of shape ({type(e).__name__}: {e})".replace("\n", " "),
+                          hint="recompile the model") from None
+
+
+def _config(data: dict, ops: dict[str, Op]) -> list:
+    """Each layer's config, read by its op family; what the family refuses names layers[i].config."""
+    from .design_schema import config as generic_config
+    from .ops import family
+
+    configs = []
+    for i, l in enumerate(data["layers"]):
+        kind = ops[l["op"]].kind
+        try:
+            fam = family(kind)
+        except KeyError:
+            raise DesignError(f"design.json: layers[{i}].op is a {kind!r} op, which no op family implements") from None
+        try:
+            cfg = fam.Config.from_dict(l["config"])
+            generic = dict(l["config"])
+            for key in ("in_features", "out_features", "cas_length", "cas_num", "batch", "microtile"):
+                generic.setdefault(key, getattr(cfg, key))
+        except Exception as e:  # noqa: BLE001 - whatever the family raises is a bad config
+            raise DesignError(f"design.json: layers[{i}].config is not a valid {kind} config "
+                              f"({type(e).__name__}: {e})".replace("\n", " ")) from None
+        try:
+            generic["microtile"] = list(generic["microtile"])
+        except TypeError:
+            pass
+        generic_config(generic, f"layers[{i}].config")
+        configs.append(cfg)
+    return configs
+
+
+def _build(data: dict) -> Design:
     g = data["graph"]
     tensors = {t["name"]: Tensor.from_dict(t) for t in g["tensors"]}
     ops = tuple(_op_from(o) for o in g["ops"])
     graph = Graph(g["name"], tensors, ops, tuple(g["inputs"]), tuple(g["outputs"]))
     by_name = {op.name: op for op in ops}
-    from .ops import family
-
-    layers = tuple(Layer(by_name[l["op"]], family(by_name[l["op"]].kind).Config.from_dict(l["config"]),
-                         {k: _from_array(v) for k, v in l["packed"].items()}) for l in data["layers"])
+    configs = _config(data, by_name)
+    layers = tuple(Layer(by_name[l["op"]], cfg, {k: _from_array(v) for k, v in l["packed"].items()})
+                   for l, cfg in zip(data["layers"], configs))
     tiles = tuple(KernelTile(t["layer"], t["chain"], t["stage"], t["col"], t["row"],
                              tuple(BankBuffer(b["name"], b["bank"], b["bytes"]) for b in t["buffers"]))
                   for t in data["tiles"])
@@ -337,12 +377,15 @@ def from_dict(data: dict) -> Design:
     links = tuple(DirectLink(l["tensor"], l["source"], tuple(l["sinks"])) for l in data["links"])
     search = SearchReport(**data["search"]) if data.get("search") else None
     exactness = ExactnessReport.from_dict(data["exactness"]) if data.get("exactness") else None
-    return Design(get_device(data["device"]), graph, data["batch"], layers, tiles, mems, plios, links, search,
-                  exactness)
+    try:
+        device = get_device(data["device"])
+    except Exception as e:  # noqa: BLE001 - an unknown device key
+        raise DesignError(f"design.json: device {data['device']!r} is not in the catalog ({e})".replace("\n", " ")) from None
+    return Design(device, graph, data["batch"], layers, tiles, mems, plios, links, search, exactness)
 
 
 def load(path: str | Path) -> Design:
-    """Read a design back from a project folder (or a design.json file)."""
+    """Read a design back from a project folder (or a design.json file), validated: any flaw is one DesignError."""
     p = Path(path)
     f = p / "design.json" if p.is_dir() else p
     try:
@@ -350,9 +393,13 @@ def load(path: str | Path) -> Design:
     except FileNotFoundError:
         raise DesignError(f"no design.json in {p}", hint="give the folder written by `aieflow compile`") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DesignError(f"{f} is not valid JSON: {e}") from None
+        raise DesignError(f"design.json: {f} is not valid JSON: {e}".replace("\n", " ")) from None
+    except (RecursionError, ValueError, TypeError, OverflowError, MemoryError) as e:
+        raise DesignError(f"design.json: {f} cannot be read as JSON ({type(e).__name__}, e.g. nested too deep)") from None
     try:
         return from_dict(data)
-    except (KeyError, TypeError, ValueError) as e:
-        raise DesignError(f"{f} is not a complete aieflow design: missing or bad field {e}",
-                          hint="recompile the model") from None
+    except DesignError:
+        raise
+    except (RecursionError, ValueError, TypeError, KeyError, OverflowError, AttributeError, IndexError) as e:
+        raise DesignError(f"design.json: {f} is not a complete aieflow design: bad field "
+                          f"({type(e).__name__}: {e})".replace("\n", " "), hint="recompile the model") from None

@@ -20,6 +20,9 @@ from ..errors import MappingError
 # guards against a family whose code could not fit, not against a few hundred bytes.
 PROGRAM_BYTES = {"dense": 3072, "add": 2048, "requant": 2048}
 RUNTIME_PROGRAM_BYTES = 1536
+# PL stream widths the catalog's platforms offer (devices/catalog.toml plio_bits is the widest one).
+PLIO_WIDTHS = (32, 64, 128)
+BATCH_MAX = 4096
 
 
 def _bytes(bits: int) -> int:
@@ -81,9 +84,12 @@ def _kernels(design: Design):
 def violations(design: Design) -> list[str]:
     """Every constraint the design breaks, one line each; empty when it is legal."""
     found: list[str] = []
-    for rule in (_tiles_in_range_and_apart, _layers, _banks, _program_memory, _memory_tiles, _tilings,
+    for rule in (_batch, _tiles_in_range_and_apart, _layers, _banks, _program_memory, _memory_tiles, _tilings,
                  _every_input_fed, _tile_dma, _plio):
-        found += rule(design)
+        try:
+            found += rule(design)
+        except Exception as e:  # noqa: BLE001 - a design the rule cannot even read breaks that rule
+            found.append(f"rule {rule.__name__.lstrip('_')} cannot check this design: {type(e).__name__}: {e}")
     return found
 
 
@@ -94,6 +100,14 @@ def check(design: Design) -> Design:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise MappingError(f"illegal design: {bad[0]}{more}")
     return design
+
+
+def _batch(design: Design) -> list[str]:
+    """The batch is a whole number of samples, 1 to BATCH_MAX (the layers' padded batches are _layers' rule)."""
+    b = design.batch
+    if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or not 1 <= b <= BATCH_MAX:
+        return [f"batch {b!r} is not a whole number of samples from 1 to {BATCH_MAX}"]
+    return []
 
 
 def _tiles_in_range_and_apart(design: Design) -> list[str]:
@@ -301,6 +315,9 @@ def _plio(design: Design) -> list[str]:
     found = []
     covered = defaultdict(list)
     for p in design.plios:
+        if p.bits not in PLIO_WIDTHS or p.bits > dev.plio_bits:
+            found.append(f"PLIO {p.name} is {p.bits} bits wide; the PLIO width must be one of "
+                         f"{', '.join(str(w) for w in PLIO_WIDTHS if w <= dev.plio_bits)} bits on {dev.name}")
         t = design.graph.tensors.get(p.tensor)
         if t is None:
             found.append(f"PLIO {p.name} carries unknown tensor {p.tensor}")
