@@ -138,6 +138,14 @@ def config(cfg: dict, path: str) -> None:
             integer(v, f"{path}.{key}", 0 if key == "finish_ops" else 1, 64 if key != "finish_ops" else None)
 
 
+def _new_name(item: dict, path: str, seen, what: str) -> str:
+    """item's "name", refused when it is not a string or repeats one in `seen`."""
+    name = field(item, "name", path, string)
+    if name in seen:
+        raise fail(f"{path}.name", f"repeats {what} name", name)
+    return name
+
+
 def validate(data) -> None:
     """Raise DesignError naming the first field of `data` (a parsed design.json) that is missing or wrong."""
     obj(data, "the root")
@@ -153,10 +161,7 @@ def validate(data) -> None:
     for i, t in enumerate(field(g, "tensors", "graph", lst)):
         p = f"graph.tensors[{i}]"
         obj(t, p)
-        name = field(t, "name", p, string)
-        if name in tensors:
-            raise fail(f"{p}.name", "repeats a tensor name", name)
-        tensors.add(name)
+        tensors.add(_new_name(t, p, tensors, "a tensor"))
         field(t, "features", p, integer, 1)
         ty = field(t, "type", p, obj)
         field(ty, "bits", f"{p}.type", integer, 1, 64)
@@ -174,10 +179,7 @@ def validate(data) -> None:
     for i, o in enumerate(field(g, "ops", "graph", lst)):
         p = f"graph.ops[{i}]"
         obj(o, p)
-        name = field(o, "name", p, string)
-        if name in ops:
-            raise fail(f"{p}.name", "repeats an op name", name)
-        ops[name] = field(o, "kind", p, string)
+        ops[_new_name(o, p, ops, "an op")] = field(o, "kind", p, string)
         for key in ("inputs", "outputs"):
             for j, tname in enumerate(field(o, key, p, strings)):
                 if tname not in tensors:
