@@ -135,7 +135,8 @@ def test_elementwise_kernels_must_cover_their_features(kind):
     """The add and requant families split features over kernels in whole vectors; a grid that falls short
     or cuts a vector is refused."""
     import aieflow
-    from aieflow.ir import Graph, Op, Tensor, requant_op
+    from aieflow.ir import Graph, Op, Tensor
+    from aieflow.ops.requant import requant_op
     from aieflow.numerics import FixedType
 
     t = FixedType(8, True, 4)

@@ -29,7 +29,9 @@ from aieflow.errors import NumericsError
 from aieflow.exactness import evaluate, evaluate_op
 from aieflow.host import include_dir
 from aieflow.host import run as host_run
-from aieflow.ir import Graph, Op, Tensor, dense_op, requant_op
+from aieflow.ir import Graph, Op, Tensor
+from aieflow.ops.dense import dense_op
+from aieflow.ops.requant import requant_op
 from aieflow.mapping import check
 from aieflow.numerics import FixedType, Rounding, Saturation, choose_multiplier, requantize, round_shift
 from aieflow.ops import family, requant

@@ -203,11 +203,7 @@ def summary(d: Design) -> dict:
         layers.append({
             "name": layer.op.name,
             "op": layer.op.kind,
-            "in_features": layer.config.in_features,
-            "out_features": layer.config.out_features,
-            "cas_length": layer.config.cas_length,
-            "cas_num": layer.config.cas_num,
-            "microtile": list(layer.config.microtile),
+            **layer.config.summary(),  # the family's sizes, in the report's vocabulary (ops/base.py)
             "tiles": len(ks),
             "col": min(k.col for k in ks),
             "row": min(k.row for k in ks),
@@ -339,13 +335,13 @@ def _config(data: dict, ops: dict[str, Op]) -> list:
         kind = ops[l["op"]].kind
         try:
             fam = family(kind)
-        except KeyError:
+        except DesignError:
             raise DesignError(f"design.json: layers[{i}].op is a {kind!r} op, which no op family implements") from None
         try:
             cfg = fam.Config.from_dict(l["config"])
             generic = dict(l["config"])
-            for key in ("in_features", "out_features", "cas_length", "cas_num", "batch", "microtile"):
-                generic.setdefault(key, getattr(cfg, key))
+            for key, value in {**cfg.summary(), "batch": cfg.batch}.items():
+                generic.setdefault(key, value)
         except Exception as e:  # noqa: BLE001 - whatever the family raises is a bad config
             raise DesignError(f"design.json: layers[{i}].config is not a valid {kind} config "
                               f"({type(e).__name__}: {e})".replace("\n", " ")) from None

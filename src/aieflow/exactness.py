@@ -15,7 +15,6 @@ import numpy as np
 
 from .errors import ModelError
 from .ir import Graph, Op
-from .numerics import requantize
 
 DEFAULT_SAMPLES = 256
 
@@ -84,37 +83,19 @@ class ExactnessReport:
 # --- the Graph's own integer semantics, op by op ---------------------------------------------------------
 
 
-def evaluate_op(op: Op, graph: Graph, values: dict[str, np.ndarray]) -> np.ndarray:
-    """The integers an op produces from its input integers, by the IR's definition (exact int64)."""
-    out = graph.tensors[op.outputs[0]]
-    if op.kind == "dense":
-        x = np.asarray(values[op.inputs[0]], dtype=np.int64)
-        w = op.params["weight"].astype(np.int64)
-        # float64 BLAS is exact while every partial sum stays below 2**53; int64 matmul is exact but slow.
-        bound = int(np.abs(x).max(initial=0)) * int(np.abs(w).sum(axis=0).max(initial=0))
-        prod = (x.astype(np.float64) @ w.astype(np.float64)).astype(np.int64) if bound < 2**53 else x @ w
-        acc = prod + op.params["bias"].astype(np.int64)[None, :]
-        return requantize(acc, int(op.attrs.get("multiplier", 1)), int(op.attrs["shift"]), out.zero_point,
-                          out.type, bool(op.attrs.get("relu", False)))
-    if op.kind == "add":
-        from .ops.add import kernel_add  # elementwise: the kernel's arithmetic is the op's, whatever the shape
+def evaluate_op(op: Op, graph: Graph, values: dict[str, np.ndarray], stats: dict | None = None) -> np.ndarray:
+    """The integers an op produces from its input integers, by the IR's definition: its family's evaluate."""
+    from .ops import family
 
-        a, b = (values[t] for t in op.inputs)
-        return kernel_add(a, b, int(op.attrs["shift_a"]), int(op.attrs["shift_b"]), int(op.attrs["shift"]),
-                          out.type, bool(op.attrs.get("relu", False)))
-    if op.kind == "requant":
-        x = np.asarray(values[op.inputs[0]], dtype=np.int64)
-        acc = x * np.int64(op.attrs.get("scale", 1)) + op.params["bias"].astype(np.int64)[None, :]
-        return requantize(acc, int(op.attrs.get("multiplier", 1)), int(op.attrs["shift"]), out.zero_point,
-                          out.type, bool(op.attrs.get("relu", False)))
-    raise ModelError(f"no reference semantics for op kind '{op.kind}'", node=op.name)
+    return family(op.kind).evaluate(op, graph, values, stats)
 
 
-def evaluate(graph: Graph, q: np.ndarray) -> dict[str, np.ndarray]:
-    """Every tensor's integers for input integers q [samples, features]."""
+def evaluate(graph: Graph, q: np.ndarray, stats: dict | None = None) -> dict[str, np.ndarray]:
+    """Every tensor's integers for input integers q [samples, features]; `stats` counts the ties and
+    saturations every op's rounding met (numerics.count_rounding)."""
     values = {graph.inputs[0]: np.asarray(q, dtype=np.int64)}
     for op in graph.ops:
-        values[op.outputs[0]] = evaluate_op(op, graph, values)
+        values[op.outputs[0]] = evaluate_op(op, graph, values, stats)
     return values
 
 

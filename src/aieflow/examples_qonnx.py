@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .numerics import requantize, round_shift
 
 DOMAIN = "qonnx.custom_op.general"
 MODES = ("ROUND", "HALF_EVEN", "CEIL", "FLOOR", "UP", "DOWN", "HALF_UP", "HALF_DOWN")
@@ -241,32 +240,10 @@ def qonnx_inputs(spec: ModelSpec, n: int, rng: np.random.Generator) -> np.ndarra
 
 
 def run_graph(graph, q: np.ndarray, stats: dict | None = None) -> dict[str, np.ndarray]:
-    """The IR's integer semantics op by op (numerics.requantize), counting ties and saturations in `stats`."""
-    vals = {graph.inputs[0]: np.asarray(q, dtype=np.int64)}
-    for op in graph.ops:
-        out = graph.tensors[op.outputs[0]]
-        if op.kind == "dense":
-            acc = vals[op.inputs[0]] @ op.params["weight"] + op.params["bias"]
-            mult, shift = int(op.attrs.get("multiplier", 1)), int(op.attrs["shift"])
-            a = acc * mult
-        elif op.kind == "requant":
-            acc = vals[op.inputs[0]] * int(op.attrs.get("scale", 1)) + op.params["bias"]
-            mult, shift = int(op.attrs.get("multiplier", 1)), int(op.attrs["shift"])
-            a = acc * mult
-        else:
-            a = (vals[op.inputs[0]] << op.attrs["shift_a"]) + (vals[op.inputs[1]] << op.attrs["shift_b"])
-            mult, shift = 1, int(op.attrs["shift"])
-        if stats is not None:
-            if shift > 0:
-                stats["ties"] = stats.get("ties", 0) + int(np.sum((a & ((1 << shift) - 1)) == (1 << (shift - 1))))
-            r = round_shift(a, shift, out.type.rounding) + out.zero_point
-            stats["saturations"] = stats.get("saturations", 0) + int(np.sum((r < out.type.qmin) | (r > out.type.qmax)))
-        if op.kind in ("dense", "requant"):
-            vals[op.outputs[0]] = requantize(acc, mult, shift, out.zero_point, out.type, op.attrs["relu"])
-        else:
-            y = requantize(a, 1, shift, 0, out.type)
-            vals[op.outputs[0]] = np.maximum(y, 0) if op.attrs["relu"] else y
-    return vals
+    """The IR's integer semantics op by op (each family's evaluate), counting ties and saturations in `stats`."""
+    from .exactness import evaluate
+
+    return evaluate(graph, q, stats)
 
 
 __all__ = ["QSpec", "ModelSpec", "random_spec", "build_qonnx", "random_qonnx_mlp", "qonnx_inputs", "run_graph"]

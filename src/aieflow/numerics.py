@@ -334,7 +334,8 @@ def accumulator_bound(x: FixedType, w_abs_colsum: np.ndarray, bias_abs: np.ndarr
 MULTIPLIER_BITS = 31  # a positive int32: the kernel multiplies int32 sums by it into acc64 (AIE-ML 32b x 32b)
 
 
-def requantize(acc, multiplier: int, shift: int, zero_point: int, out: FixedType, relu: bool = False) -> np.ndarray:
+def requantize(acc, multiplier: int, shift: int, zero_point: int, out: FixedType, relu: bool = False,
+               stats: dict | None = None) -> np.ndarray:
     """The output of a layer from its exact sums: round((acc * multiplier) / 2**shift) by out's rounding mode,
     plus the output zero point, brought into out's `bits` by its saturation mode (which may be fewer bits
     than the storage: a 4-bit type saturates at [-8, 7] inside int8). ReLU clamps at the zero point, the
@@ -342,11 +343,15 @@ def requantize(acc, multiplier: int, shift: int, zero_point: int, out: FixedType
 
     With multiplier 1 and zero point 0 this is srs(); the zero point is added after the rounding, as ONNX
     QuantizeLinear does (round(v / scale) + zero_point), which differs from rounding v / scale + zero_point
-    for the ties-to-even and symmetric modes. Callers bound |acc * multiplier| below 2**62.
+    for the ties-to-even and symmetric modes. Callers bound |acc * multiplier| below 2**62. `stats`, when
+    given, gains the ties and saturations this call met (count_rounding), for tests that must show they
+    exercised both.
     """
     a = _as_int64(acc)
     if multiplier != 1:
         a = a * np.int64(multiplier)
+    if stats is not None:
+        count_rounding(a, shift, zero_point, out, stats)
     if zero_point == 0:
         y = srs(a, shift, out)
     else:
@@ -357,6 +362,18 @@ def requantize(acc, multiplier: int, shift: int, zero_point: int, out: FixedType
             a = np.clip(a, -bound, bound)
         y = saturate(round_shift(a, shift, out.rounding) + np.int64(zero_point), out.bits, out.signed, out.saturation)
     return np.maximum(y, np.int64(zero_point)) if relu else y
+
+
+def count_rounding(a: np.ndarray, shift: int, zero_point: int, out: FixedType, stats: dict) -> None:
+    """Add to stats["ties"] the values of a (already times the multiplier) exactly half-way between two
+    results of a right shift, and to stats["saturations"] those whose rounded value lands outside out's range."""
+    if shift > 0:
+        half = np.int64(1) << np.int64(shift - 1)
+        ties = int(np.sum((a & ((np.int64(1) << np.int64(shift)) - 1)) == half))
+        stats["ties"] = stats.get("ties", 0) + ties
+    r = round_shift(a, shift, out.rounding) + np.int64(zero_point)
+    outside = int(np.sum((r < out.qmin) | (r > out.qmax)))
+    stats["saturations"] = stats.get("saturations", 0) + outside
 
 
 def choose_multiplier(real: float, bits: int = MULTIPLIER_BITS) -> tuple[int, int]:

@@ -15,7 +15,7 @@ or an earlier aieflow project, replacing only the files aieflow wrote there, all
 
 from __future__ import annotations
 
-import importlib
+import functools
 import keyword
 import math
 import re
@@ -46,9 +46,16 @@ default delete do double dynamic_cast else enum explicit export extern false flo
 int long mutable namespace new noexcept not not_eq nullptr operator or or_eq private protected public
 register reinterpret_cast requires return short signed sizeof static static_assert static_cast struct switch
 template this thread_local throw true try typedef typeid typename union unsigned using virtual void volatile
-wchar_t while xor xor_eq main std adf aie aieflow_dense int8 uint8 int16 uint16 int32 uint32 int64 uint64
-acc32 acc64 dense aieflow_add aieflow_requant
+wchar_t while xor xor_eq main std adf aie int8 uint8 int16 uint16 int32 uint32 int64 uint64 acc32 acc64
 """.split()) | {GRAPH_CLASS, GRAPH_INSTANCE}
+
+
+@functools.lru_cache(maxsize=None)
+def _reserved() -> frozenset[str]:
+    """C++ keywords, the AIE API's names, and every op family's own (its shared headers and namespaces)."""
+    from ..ops import kinds, part
+
+    return _CPP_KEYWORDS.union(*(part(k, "emit").RESERVED_NAMES for k in kinds()))
 
 
 def c_identifier(name: str) -> str:
@@ -56,7 +63,7 @@ def c_identifier(name: str) -> str:
     ident = re.sub(r"[^A-Za-z0-9_]", "_", name)
     if not ident or ident[0].isdigit() or ident.startswith("_"):
         ident = "n" + ident  # identifiers starting with '_' + capital or '__' are reserved in C++
-    if ident in _CPP_KEYWORDS or keyword.iskeyword(ident):
+    if ident in _reserved() or keyword.iskeyword(ident):
         ident += "_"
     return ident
 
@@ -145,15 +152,10 @@ def on_wire(values: np.ndarray, row: int) -> np.ndarray:
 
 
 def _family(kind: str):
-    """The emit module of an op family: aieflow.ops.<kind>.emit."""
-    module = f"aieflow.ops.{kind}.emit"
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name not in (module, f"aieflow.ops.{kind}"):
-            raise  # the family's emitter exists but something it imports does not
-        raise DesignError(f"no emitter for op family '{kind}'",
-                          hint=f"add aieflow/ops/{kind}/emit.py with sources() and graph_fragment()") from None
+    """The emit module of an op family: aieflow/ops/<kind>/emit.py."""
+    from ..ops import part
+
+    return part(kind, "emit")
 
 
 def _tiling(t) -> str:

@@ -16,7 +16,7 @@ of the accumulator is lost in the wrap of the result.
 
 Activation layers (relu, linear) cast their input to their own result type. When that cast is exact (no
 bits lost, no overflow) a relu is fused into the producing dense op and a linear activation is nothing;
-otherwise the activation becomes a requantization: a requant op (ir.requant_op: the cast's shift, rounding,
+otherwise the activation becomes a requantization: a requant op (ops.requant.requant_op: the cast's shift, rounding,
 saturation and relu, feature by feature, with no weights).
 """
 
@@ -27,7 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ModelError
-from ..ir import Graph, Tensor, dense_op, requant_op
+from ..ir import Graph, Tensor
+from ..ops.dense import dense_op
+from ..ops.requant import requant_op
 from ..numerics import (AP_NO_NATIVE_MODE, AP_ROUNDING, AP_SATURATION, FixedType, Rounding, Saturation,
                         quantize_float, srs)
 from . import Imported

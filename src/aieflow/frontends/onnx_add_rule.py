@@ -19,7 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..errors import ModelError
-from ..ir import Tensor, add_op
+from ..ir import Tensor
+from ..ops.add import add_op
 from ..numerics import FixedType, Rounding, Saturation
 from .onnx_nodes import node_name
 

@@ -16,7 +16,7 @@ reference, never assumed.
 
 The forms the tools emit, besides Gemm -> QuantizeLinear:
 - MatMul -> QDQ -> Add(constant) -> [Relu] -> QuantizeLinear (onnxruntime quantizes a MatMul's output
-  before its bias Add): the Add becomes a requant op of its own (ir.requant_op), x * 2**k plus the constant
+  before its bias Add): the Add becomes a requant op of its own (ops.requant.requant_op), x * 2**k plus the constant
   on that grid, then requantized: what a dense layer with diagonal weights 2**k computes, without them.
 - QuantizeLinear -> DequantizeLinear -> Relu -> QuantizeLinear with the same scale and zero point
   (onnxruntime keeps such a Relu with symmetric activations): the Relu folds into the layer that produced
@@ -32,7 +32,9 @@ from fractions import Fraction
 import numpy as np
 
 from ..errors import ModelError
-from ..ir import Graph, Tensor, dense_op, requant_op
+from ..ir import Graph, Tensor
+from ..ops.dense import dense_op
+from ..ops.requant import requant_op
 from ..numerics import FixedType, Rounding, Saturation, choose_multiplier, quantize_float, round_fraction
 from .onnx_nodes import attr, check_gemm, check_view, constant_value, float_input, node_name, read_model
 

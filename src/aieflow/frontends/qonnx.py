@@ -16,7 +16,7 @@ floor / ceil / half-up / half-down modes) and refused where no mode is the same 
 point and a sign-symmetric mode).
 
 A Quant of an activation that is already quantized (a requantization), a Relu of an activation and a Trunc
-become a requant op (ir.requant_op): the elementwise "shift, round and saturate an activation", the
+become a requant op (ops.requant.requant_op): the elementwise "shift, round and saturate an activation", the
 integers of a dense op with identity weights without its n x n weight matrix.
 """
 
@@ -29,7 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
-from ..ir import Graph, Tensor, add_op, dense_op, requant_op
+from ..ir import Graph, Tensor
+from ..ops.add import add_op
+from ..ops.dense import dense_op
+from ..ops.requant import requant_op
 from ..numerics import FixedType, Rounding, Saturation, choose_multiplier
 from . import Imported
 from .onnx_nodes import attr, check_gemm, check_view, constant_value, float_input, node_name, read_model

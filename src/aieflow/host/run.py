@@ -24,12 +24,12 @@ import numpy as np
 from ..design import Design
 from ..errors import DesignError
 from ..files import write_file
+from ..ops import part
 from ..tiling import Tiling, address_map
 from . import include_dir
 
 _CREATE = re.compile(r"(\w+) = adf::kernel::create_object<([\w:]+)>\((.*?)\);", re.S)
 _ROLES = ("single", "first", "middle", "last")
-_IN_TYPES = {"dense": ("in_t",), "add": ("a_t", "b_t"), "requant": ("in_t",)}
 
 
 def _kernels(graph_h: str) -> dict[str, tuple[str, list[str]]]:
@@ -78,9 +78,7 @@ def harness(design: Design, project_dir: Path) -> str:
         sid(p.name)
 
     for layer in design.layers:
-        kind = layer.op.kind
-        if kind not in _IN_TYPES:
-            raise NotImplementedError(f"the host engine does not know op {kind!r}")
+        emit = part(layer.op.kind, "emit")  # the layer struct's input types and output size
         ns = c_identifier(layer.op.name)
         # Inputs of this layer's kernels: memory-tile reads and direct links, as the emulator gathers them.
         feeds: dict[str, str] = {}  # kernel port -> C++ expression of its stream
@@ -117,7 +115,7 @@ def harness(design: Design, project_dir: Path) -> str:
                     names.append(v)
                 setup.append(f"    static {cls} K_{cid}{{{', '.join(names)}}};")
                 args = []
-                for pi, tname in enumerate(_IN_TYPES[kind]):
+                for pi, tname in enumerate(emit.HOST_INPUTS):
                     peer = kid if pi == 0 else f"{kid}.in{pi}"
                     if peer not in feeds:
                         raise DesignError(f"nothing feeds input {pi} of kernel {kid}")
@@ -132,7 +130,7 @@ def harness(design: Design, project_dir: Path) -> str:
                     body.append(f"        output_cascade<{acc}> co_{cid}{{&link[{s}]}};")
                     args.append(f"&co_{cid}")
                 if role in ("single", "last"):
-                    body += [f"        alignas(64) static {ns}::layer::out_t Y_{cid}[{ns}::layer::B * {ns}::layer::NT];",
+                    body += [f"        alignas(64) static {ns}::layer::out_t Y_{cid}[{emit.host_output_elements(cfg)}];",
                              f"        adf::output_buffer<{ns}::layer::out_t> O_{cid}{{Y_{cid}}};"]
                     args.append(f"O_{cid}")
                 body.append(f"        K_{cid}.run({', '.join(args)});")

@@ -1,7 +1,8 @@
 """An independent legality check of a Design against its device.
 
-It shares no code with the placer, the transport planner or the op families: it re-derives every buffer
-size and kernel port from the layer configuration with its own formulas, and reads every limit from the
+It shares no code with the placer, the transport planner or the op families' planners: it re-derives every
+buffer size and kernel port from the layer configuration with its own formulas (each family's rules are its
+folder's check.py, which imports only the design, the catalog and numerics), and reads every limit from the
 catalog, so a bug in one is caught by the other. `violations` lists every broken rule; `check` raises on
 the first. Each rule is one function below.
 """
@@ -15,60 +16,18 @@ import numpy as np
 from ..design import Design, KernelTile
 from ..errors import MappingError
 
-# Program memory a kernel's code takes, by op kind: the kernel loop nest with its vector ops, plus the
-# per-tile runtime (main loop, locks). Estimates from the size of comparable AIE API kernels; the check
-# guards against a family whose code could not fit, not against a few hundred bytes.
-PROGRAM_BYTES = {"dense": 3072, "add": 2048, "requant": 2048}
+# Program memory the per-tile runtime takes beside a kernel's own code (main loop, locks).
 RUNTIME_PROGRAM_BYTES = 1536
 # PL stream widths the catalog's platforms offer (devices/catalog.toml plio_bits is the widest one).
 PLIO_WIDTHS = (32, 64, 128)
 BATCH_MAX = 4096
 
 
-def _bytes(bits: int) -> int:
-    return 1 if bits <= 8 else 2 if bits <= 16 else 4
+def _rules(kind: str):
+    """The op family's own checker rules (ops/<kind>/check.py): they re-derive every figure themselves."""
+    from ..ops import part
 
-
-def _dense_buffers(design: Design, layer, stage: int) -> dict[str, int]:
-    cfg, gen = layer.config, design.device.generation
-    need = {"weights": cfg.k_tile * cfg.n_tile * cfg.weight_bits // 8,
-            "in_ping": cfg.batch * cfg.k_tile * _bytes(cfg.act_bits),
-            "in_pong": cfg.batch * cfg.k_tile * _bytes(cfg.act_bits),
-            "stack": gen.stack_bytes + gen.heap_bytes}
-    if stage == cfg.cas_length - 1:
-        need |= {"bias": cfg.n_tile * cfg.acc_bits // 8,
-                 "out_ping": cfg.batch * cfg.n_tile * _bytes(cfg.out_bits),
-                 "out_pong": cfg.batch * cfg.n_tile * _bytes(cfg.out_bits)}
-    return need
-
-
-def _add_buffers(design: Design, layer, stage: int) -> dict[str, int]:
-    cfg, gen = layer.config, design.device.generation
-    g = design.graph
-    a, b = (g.tensors[t].type for t in layer.op.inputs)
-    out = g.tensors[layer.op.outputs[0]].type
-    n = cfg.batch * cfg.n_tile
-    return {"a_ping": n * _bytes(a.bits), "a_pong": n * _bytes(a.bits),
-            "b_ping": n * _bytes(b.bits), "b_pong": n * _bytes(b.bits),
-            "out_ping": n * _bytes(out.bits), "out_pong": n * _bytes(out.bits),
-            "stack": gen.stack_bytes + gen.heap_bytes}
-
-
-def _requant_buffers(design: Design, layer, stage: int) -> dict[str, int]:
-    cfg, gen = layer.config, design.device.generation
-    g = design.graph
-    x = g.tensors[layer.op.inputs[0]].type
-    out = g.tensors[layer.op.outputs[0]].type
-    n = cfg.batch * cfg.n_tile
-    bias_bytes = 4 if cfg.acc_bits == 32 else 8
-    return {"in_ping": n * _bytes(x.bits), "in_pong": n * _bytes(x.bits),
-            "out_ping": n * _bytes(out.bits), "out_pong": n * _bytes(out.bits),
-            "bias": cfg.n_tile * bias_bytes, "stack": gen.stack_bytes + gen.heap_bytes}
-
-
-# Buffers each kernel needs, and its input ports, by op kind.
-BUFFERS = {"dense": _dense_buffers, "add": _add_buffers, "requant": _requant_buffers}
-INPUT_PORTS = {"dense": 1, "add": 2, "requant": 1}
+    return part(kind, "check")
 
 
 def _kid(t: KernelTile) -> str:
@@ -134,17 +93,7 @@ def _layers(design: Design) -> list[str]:
         if set(kernels) != {(c, s) for c in range(cfg.cas_num) for s in range(cfg.cas_length)}:
             found.append(f"{layer.op.name}: {len(kernels)} kernels for a {cfg.cas_num} x {cfg.cas_length} grid")
             continue
-        if layer.op.kind == "dense":
-            m, k, n = cfg.microtile
-            if cfg.k_tile % k or cfg.n_tile % n or cfg.batch % m or cfg.batch < design.batch:
-                found.append(f"{layer.op.name}: tile sizes {cfg.batch}x{cfg.k_tile}x{cfg.n_tile} are not whole "
-                             f"microtiles {m}x{k}x{n}")
-            if cfg.k_tile * cfg.cas_length < cfg.in_features or cfg.n_tile * cfg.cas_num < cfg.out_features:
-                found.append(f"{layer.op.name}: the tile grid does not cover {cfg.in_features} x {cfg.out_features}")
-        elif cfg.n_tile * cfg.cas_num < cfg.out_features or cfg.n_tile % cfg.lanes:
-            # Elementwise families (add, requant): the kernels split the features in whole vectors.
-            found.append(f"{layer.op.name}: {cfg.cas_num} kernels of {cfg.n_tile} features in vectors of "
-                         f"{cfg.lanes} do not cover {cfg.out_features} features")
+        found += _rules(layer.op.kind).rules(design, layer)
         for (chain, stage), t in kernels.items():
             if stage > 0:
                 prev = kernels[(chain, stage - 1)]
@@ -166,10 +115,7 @@ def _banks(design: Design) -> list[str]:
     names = {l.op.name for l in design.layers}
     found = [f"{_kid(t)} belongs to no layer" for t in design.tiles if t.layer not in names]
     for t, layer in _kernels(design):
-        if layer.op.kind not in BUFFERS:
-            found.append(f"{_kid(t)}: the checker does not know op kind '{layer.op.kind}'")
-            continue
-        need = BUFFERS[layer.op.kind](design, layer, t.stage)
+        need = _rules(layer.op.kind).buffers(design, layer, t.stage)
         have = {b.name: b for b in t.buffers}
         if set(have) != set(need):
             found.append(f"{_kid(t)}: buffers {sorted(have)} but the layer needs {sorted(need)}")
@@ -192,7 +138,7 @@ def _program_memory(design: Design) -> list[str]:
     limit = design.device.generation.program_memory_bytes
     found = []
     for layer in design.layers:
-        size = PROGRAM_BYTES.get(layer.op.kind, limit) + RUNTIME_PROGRAM_BYTES
+        size = _rules(layer.op.kind).PROGRAM_BYTES + RUNTIME_PROGRAM_BYTES
         if size > limit:
             found.append(f"{layer.op.name}: kernel code of about {size} bytes > {limit} bytes of program memory")
     return found
@@ -281,7 +227,7 @@ def _every_input_fed(design: Design) -> list[str]:
     for t, layer in _kernels(design):
         if t.stage == layer.config.cas_length - 1:
             outputs.add(_kid(t))
-        ports = INPUT_PORTS.get(layer.op.kind, 1)
+        ports = _rules(layer.op.kind).input_ports(layer)
         for p in range(ports):
             name = _kid(t) if p == 0 else f"{_kid(t)}.in{p}"
             if fed[name] != 1:
@@ -301,7 +247,7 @@ def _tile_dma(design: Design) -> list[str]:
     gen = design.device.generation
     found = []
     for t, layer in _kernels(design):
-        ins = INPUT_PORTS.get(layer.op.kind, 1)
+        ins = _rules(layer.op.kind).input_ports(layer)
         outs = 1 if t.stage == layer.config.cas_length - 1 else 0
         if ins > gen.tile_dma_s2mm or outs > gen.tile_dma_mm2s:
             found.append(f"{_kid(t)}: {ins} inputs / {outs} outputs > {gen.tile_dma_s2mm} S2MM / {gen.tile_dma_mm2s} MM2S")

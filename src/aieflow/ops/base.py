@@ -1,24 +1,77 @@
-"""What every op family tells the mapper and the emulator, in one small vocabulary.
+"""The op-family contract: what every stage may ask of a family, and the small vocabulary they share.
 
-A family module (aieflow/ops/<kind>/__init__.py) provides:
-  Config                        frozen dataclass with cas_length, cas_num, batch, tiles, to_dict/from_dict
-  check_numerics(op, graph, device)          refuse types or ranges the hardware cannot do exactly
-  candidates(op, graph, device, batch)       every legal Config, fewest tiles first
-  tile_buffers(cfg, stage, device)           (name, bytes) a kernel at that cascade stage keeps in its banks
-  pack(op, cfg)                              the integers the kernels hold (weights, bias, ...)
-  input_slices(op, cfg, port)                which kernels read which features of input `port` (Slices)
-  output_slices(op, cfg)                     which kernel writes which features of the output (Slices)
-  emulate(layer, graph, inputs)              kernel output streams from kernel input streams
-  cycles(cfg, device)                        cycles of the slowest kernel per graph iteration
-  latency(cfg, device)                       cycles from the first input word to the last output word
+A family is one folder, aieflow/ops/<kind>/, found by aieflow.ops.family(kind). Its package provides:
+  KIND                                      the op kind it implements (the folder's name)
+  Config                                    frozen dataclass: tiles, cas_length, cas_num, batch, to_dict(),
+                                            from_dict(), summary() (the report's vocabulary: in_features,
+                                            out_features, cas_length, cas_num, microtile)
+  check_numerics(op, graph, device)         refuse types or ranges the hardware cannot do exactly
+  candidates(op, graph, device, batch)      every legal Config, fewest tiles first
+  tile_buffers(cfg, stage, device)          (name, bytes) a kernel at that cascade stage keeps in its banks
+  pack(op, cfg)                             the integers the kernels hold (weights, bias, ...)
+  input_slices(op, cfg, port)               which kernels read which part of input `port` (Slices)
+  output_slices(op, cfg)                    which kernel writes which part of the output (Slices)
+  evaluate(op, graph, values, stats=None)   the op's integers on a whole batch, by the IR's definition (the
+                                            one definition exactness and the tests use); `stats` counts ties
+                                            and saturations of its rounding (numerics.requantize)
+  emulate(layer, graph, inputs)             kernel output streams from kernel input streams (structural)
+  cycle_terms(cfg, device), cycles(cfg, device), latency(cfg, device), macs(op, batch)
+and three modules beside it:
+  emit.py   sources(design, layers), graph_fragment(design, layer, ns), RESERVED_NAMES (C++ names its
+            shared code declares), HOST_INPUTS (the layer struct's type of each kernel input port) and
+            host_output_elements(cfg) (elements of one kernel's output buffer): the project writer and the
+            host run ask these
+  check.py  the family's legality rules for the independent checker, re-derived from the catalog: it
+            imports only the design, the device catalog and numerics, never the family's planner:
+            input_ports(layer), buffers(design, layer, stage), PROGRAM_BYTES, rules(design, layer)
+  fast.py   plan(layer, graph): the op on whole batches for the fast emulator, from the packed parameters
+            (a FastOp: name, inputs, output, precision, run(values, precision, prep, exact_int) and, where
+            the family runs on a GPU, run_torch(values, prep, xp, device))
 Kernels are addressed as "<layer>_c<chain>_s<stage>"; input port p > 0 of a kernel as "<id>.in<p>".
+tests/test_contract.py walks every folder and checks it provides all of this.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from types import ModuleType
+
 from ..devices import Device
+
+# The contract (see the module docstring): (module, names it must define). "" is the family's package.
+CONTRACT: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("", ("KIND", "Config", "check_numerics", "candidates", "tile_buffers", "pack", "input_slices",
+          "output_slices", "evaluate", "emulate", "cycle_terms", "cycles", "latency", "macs")),
+    ("emit", ("sources", "graph_fragment", "RESERVED_NAMES", "HOST_INPUTS", "host_output_elements")),
+    ("check", ("input_ports", "buffers", "PROGRAM_BYTES", "rules")),
+    ("fast", ("plan",)),
+)
+CONFIG_METHODS = ("to_dict", "from_dict", "summary", "tiles", "cas_length", "cas_num", "batch")
+
+
+def missing_pieces(module: ModuleType) -> list[str]:
+    """The names of the contract a family's folder lacks ("emit.sources", "Config.summary", ...)."""
+    import importlib
+
+    missing = []
+    for sub, names in CONTRACT:
+        if sub:
+            try:
+                m = importlib.import_module(f"{module.__name__}.{sub}")
+            except ModuleNotFoundError as e:
+                if e.name != f"{module.__name__}.{sub}":
+                    raise
+                missing.append(f"{sub}.py")
+                continue
+        else:
+            m = module
+        missing += [f"{sub + '.' if sub else ''}{n}" for n in names if not hasattr(m, n)]
+    config = getattr(module, "Config", None)
+    if config is not None:
+        fields = getattr(config, "__dataclass_fields__", {})
+        missing += [f"Config.{n}" for n in CONFIG_METHODS if not hasattr(config, n) and n not in fields]
+    return missing
 
 
 @dataclass(frozen=True)
@@ -121,6 +174,10 @@ class ElementwiseConfig:
         from dataclasses import asdict
 
         return asdict(self)
+
+    def summary(self) -> dict:
+        return {"in_features": self.in_features, "out_features": self.out_features, "cas_length": self.cas_length,
+                "cas_num": self.cas_num, "microtile": list(self.microtile)}
 
     @classmethod
     def from_dict(cls, d: dict):

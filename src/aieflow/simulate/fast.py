@@ -3,188 +3,46 @@
 `emulator.run` follows the hardware: graph iterations of `design.batch` samples, every memory-tile DMA
 descriptor, every kernel on its own block of packed weights. That is the reference, and it is slow for
 large batches. This module computes the same integers from the same packed parameters, but for the whole
-batch at once, one op at a time over the graph:
+batch at once, one op at a time over the graph. What each op computes is its family's (ops/<kind>/fast.py:
+`plan(layer, graph)` gives a FastOp), in the cheapest exact arithmetic (aieflow.fastmath); this module
+chunks the batch, runs the plans in graph order and frees activations no later op reads. Tests compare
+every path and rounding mode with the structural emulator and with numerics.srs.
 
-- Dense: the kernels' weight blocks `packed["weights"]` [cas_num, cas_length, Kt*Nt] are unpacked once per
-  design back into the [K_pad, N_pad] matrix they tile (cached per design), and the chains' biases
-  `packed["bias"]` into one vector; the product runs on BLAS where that is exact.
-- Add: y = SRS((a << shift_a) + (b << shift_b), shift) with optional ReLU, from the op's attrs.
-- Requant: y = requantize(x * scale + bias, multiplier, shift, ...) in exact int64, the bias unpacked from
-  the kernels' `packed["bias"]`.
-
-Exactness. An integer matrix product is exact in floating point while every partial sum is representable:
-below 2**24 in float32 and 2**53 in float64. Every partial sum (in any order of summation, with or
-without FMA) is at most the worst case |x|max * sum_k |w[k, j]| + |b[j]| that the compiler already bounds,
-so each op is given the cheapest arithmetic whose bound holds:
-  float32  bound + 2**shift < 2**24   (the 2**shift term covers the rounding offsets below)
-  float64  bound + 2**shift < 2**53
-  int64    otherwise: the product in float64 if sum_k |x||w| alone is below 2**53, else in int64, then the
-           bias and SRS (aieflow.numerics.srs) in int64, exactly as the kernels' emulation does.
-On the float paths the SRS is folded in: the weights and bias are scaled by 2**-shift (a power of two, so
-exact) and the rounding offset is added to the bias, so the product gives acc * 2**-shift exactly and one
-elementwise rounding (floor, ceil, trunc or round-half-even, all exact on floats) finishes the rounding
-mode; saturation and ReLU are one clip. Wrap-around saturation (mode NONE) takes the int64 SRS. Tests
-compare every path and rounding mode with the structural emulator and with numerics.srs.
-
-`device="cuda"` (or "auto" with PyTorch and a CUDA device present) runs the float products and roundings
-with torch on the GPU, always in float64 (never float32, which a GPU may run as TF32), under the float64
-bound; ops beyond it run here on the CPU. torch is imported only then and is never required.
+`device="cuda"` (or "auto" with PyTorch and a CUDA device present) runs the ops whose family offers
+`run_torch` on the GPU, always in float64 (never float32, which a GPU may run as TF32), under the float64
+bound; the others run here on the CPU. torch is imported only then and is never required.
 """
 
 from __future__ import annotations
 
 import functools
 import weakref
-from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import DesignError
+from ..fastmath import FLOAT32_EXACT, FLOAT64_EXACT, PRECISIONS, Prepared, Torch, Unsupported, as_dtype, clip_bounds
+from ..numerics import FixedType, Rounding, Saturation, dequantize, quantize_float
 from . import emulator
-from ..numerics import FixedType, Rounding, Saturation, dequantize, quantize_float, requantize, srs
 
-FLOAT32_EXACT = 1 << 24
-FLOAT64_EXACT = 1 << 53
 # Rows per chunk are chosen so one activation chunk stays near this many bytes; whole batches of the
 # 7 x 512 benchmark fit in one chunk, and a batch of millions never holds more than a few chunks at once.
 CHUNK_BYTES = 64 << 20
-PRECISIONS = ("float32", "float64", "int64")
 
-
-class Unsupported(NotImplementedError):
-    """An op kind the fast emulator does not know: the caller falls back to the structural emulator."""
+__all__ = ["FLOAT32_EXACT", "FLOAT64_EXACT", "PRECISIONS", "Unsupported", "plan", "precisions", "run", "run_fast",
+           "quantize_input", "chunk_rows", "cuda_available"]
 
 
 # --- plans: what each op computes, prepared once per design ------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DensePlan:
-    name: str
-    x: str  # input tensor
-    y: str  # output tensor
-    weight: np.ndarray  # int64 [K, N]: the unpacked packed weights, padding cut
-    bias: np.ndarray  # int64 [N]
-    shift: int
-    relu: bool
-    out: FixedType
-    multiplier: int  # requantization (numerics.requantize): 1 and 0 for power-of-two sources
-    zero_point: int
-    product_bound: int  # max_j |x|max * sum_k |w[k, j]|
-    bound: int  # max_j of that + |b[j]|, + 2**shift for the rounding offset when shift > 0
-    precision: str  # float32, float64 or int64 (the cheapest exact one)
-
-    @property
-    def kind(self) -> str:
-        return "dense"
-
-
-@dataclass(frozen=True)
-class AddPlan:
-    name: str
-    a: str
-    b: str
-    y: str
-    shift_a: int
-    shift_b: int
-    shift: int
-    relu: bool
-    out: FixedType
-    bound: int  # |a|max << shift_a + |b|max << shift_b, + 2**shift when shift > 0
-    precision: str
-
-    @property
-    def kind(self) -> str:
-        return "add"
-
-
-@dataclass(frozen=True)
-class RequantPlan:
-    name: str
-    x: str
-    y: str
-    scale: int
-    bias: np.ndarray  # int64 [features]: the kernels' packed bias, padding cut
-    multiplier: int
-    shift: int
-    zero_point: int
-    relu: bool
-    out: FixedType
-    precision: str  # always int64: elementwise work is cheap next to the dense products
-
-    @property
-    def kind(self) -> str:
-        return "requant"
-
-
-def _precision(bound: int) -> str:
-    if bound < FLOAT32_EXACT:
-        return "float32"
-    if bound < FLOAT64_EXACT:
-        return "float64"
-    return "int64"
-
-
-def unpack_dense_weights(layer) -> tuple[np.ndarray, np.ndarray]:
-    """The padded [K_pad, N_pad] weight matrix and [N_pad] bias that a dense layer's kernels hold.
-
-    Inverse of dense.pack: tile (c, s) holds blocks [Nt/N][Kt/K][K][N] of W[s*Kt:(s+1)*Kt, c*Nt:(c+1)*Nt].
-    """
-    cfg = layer.config
-    _, k, n = cfg.microtile
-    kt, nt = cfg.k_tile, cfg.n_tile
-    blocks = np.asarray(layer.packed["weights"]).astype(np.int64)
-    blocks = blocks.reshape(cfg.cas_num, cfg.cas_length, nt // n, kt // k, k, n)
-    # [c][s][nb][kb][k][n] -> [s][kb][k][c][nb][n]
-    w = blocks.transpose(1, 3, 4, 0, 2, 5).reshape(cfg.k_pad, cfg.n_pad)
-    b = np.asarray(layer.packed["bias"]).astype(np.int64).reshape(cfg.n_pad)
-    return w, b
-
-
-def _dense_plan(layer, graph) -> DensePlan:
-    op = layer.op
-    x_t = graph.tensors[op.inputs[0]]
-    y_t = graph.tensors[op.outputs[0]]
-    w, b = unpack_dense_weights(layer)
-    # Padding rows meet zero-padded input features and padding columns are never read: cut both.
-    w = w[: x_t.features, : y_t.features]
-    b = b[: y_t.features]
-    shift = int(op.attrs["shift"])
-    colsum = np.abs(w).sum(axis=0).astype(object) * x_t.type.magnitude  # Python ints: no overflow
-    product = int(max(colsum.tolist(), default=0))
-    bound = int(max((colsum + np.abs(b).astype(object)).tolist(), default=0)) + ((1 << shift) if shift > 0 else 0)
-    return DensePlan(op.name, op.inputs[0], op.outputs[0], np.ascontiguousarray(w), np.ascontiguousarray(b),
-                     shift, bool(op.attrs.get("relu", False)), y_t.type, int(op.attrs.get("multiplier", 1)),
-                     y_t.zero_point, product, bound, _precision(bound))
-
-
-def _add_plan(layer, graph) -> AddPlan:
-    op = layer.op
-    a_t, b_t = (graph.tensors[t].type for t in op.inputs)
-    sa, sb, shift = int(op.attrs["shift_a"]), int(op.attrs["shift_b"]), int(op.attrs["shift"])
-    if sa < 0 or sb < 0:
-        raise Unsupported(f"add '{op.name}' with a negative alignment shift")
-    bound = (a_t.magnitude << sa) + (b_t.magnitude << sb) + ((1 << shift) if shift > 0 else 0)
-    return AddPlan(op.name, op.inputs[0], op.inputs[1], op.outputs[0], sa, sb, shift,
-                   bool(op.attrs.get("relu", False)), graph.tensors[op.outputs[0]].type, bound, _precision(bound))
-
-
-def _requant_plan(layer, graph) -> RequantPlan:
-    op = layer.op
-    y_t = graph.tensors[op.outputs[0]]
-    bias = np.asarray(layer.packed["bias"]).astype(np.int64).reshape(-1)[: y_t.features]
-    return RequantPlan(op.name, op.inputs[0], op.outputs[0], int(op.attrs.get("scale", 1)),
-                       np.ascontiguousarray(bias), int(op.attrs.get("multiplier", 1)), int(op.attrs["shift"]),
-                       y_t.zero_point, bool(op.attrs.get("relu", False)), y_t.type, "int64")
-
-
-PLANNERS = {"dense": _dense_plan, "add": _add_plan, "requant": _requant_plan}
 
 _PLANS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def plan(design) -> tuple:
-    """The op plans of a design, in graph order; computed once per design and kept while it lives."""
+    """The op plans of a design, in graph order (each from its family's fast.plan); computed once per
+    design and kept while it lives."""
+    from ..ops import part
+
     cached = _PLANS.get(design)
     if cached is not None:
         return cached
@@ -192,12 +50,9 @@ def plan(design) -> tuple:
     layers = {layer.op.name: layer for layer in design.layers}
     plans = []
     for op in g.ops:
-        planner = PLANNERS.get(op.kind)
-        if planner is None:
-            raise Unsupported(f"the fast emulator has no '{op.kind}' op (node '{op.name}')")
         if op.name not in layers:
             raise Unsupported(f"node '{op.name}' has no mapped layer")
-        plans.append(planner(layers[op.name], g))
+        plans.append(part(op.kind, "fast").plan(layers[op.name], g))
     plans = tuple(plans)
     _PLANS[design] = plans
     return plans
@@ -217,178 +72,14 @@ def _choose(p, precision: str) -> str:
     return max(p.precision, precision, key=PRECISIONS.index)
 
 
-# --- the float SRS ----------------------------------------------------------------------------------------
-
-# Rounding of z = acc * 2**-shift on floats, exact while |acc| + 2**shift is below the float's 2**p:
-#   "floor" + an offset added to acc first (folded into the bias), or a direct float function.
-_FLOOR_OFFSET = {
-    Rounding.FLOOR: lambda s: 0,
-    Rounding.CEIL: lambda s: (1 << s) - 1,
-    Rounding.NEGATIVE_INF: lambda s: (1 << (s - 1)) - 1,  # ties down
-    Rounding.POSITIVE_INF: lambda s: 1 << (s - 1),  # ties up
-}
-
-
-def _offset(rounding: Rounding, shift: int) -> int:
-    """What the bias gains so that floor() rounds by `rounding` (0 for the modes that use another function)."""
-    if shift <= 0 or rounding not in _FLOOR_OFFSET:
-        return 0
-    return _FLOOR_OFFSET[rounding](shift)
-
-
-def _round_inplace(xp, z, rounding: Rounding, shift: int):
-    """Round z = (acc + offset) * 2**-shift, an exact float, to the integer the mode gives; may reuse z."""
-    if shift <= 0:
-        return z  # already an integer: the left shift was exact
-    if rounding in _FLOOR_OFFSET:
-        return xp.floor(z, out=z)
-    if rounding is Rounding.CONV_EVEN:
-        return xp.rint(z, out=z)
-    if rounding is Rounding.SYMMETRIC_FLOOR:  # toward zero
-        return xp.trunc(z, out=z)
-    a = xp.abs(z)
-    if rounding is Rounding.SYMMETRIC_CEIL:  # away from zero
-        a = xp.ceil(a, out=a)
-    elif rounding is Rounding.SYMMETRIC_ZERO:  # nearest, ties toward zero: ceil(|z| - 1/2)
-        a -= 0.5
-        a = xp.ceil(a, out=a)
-    elif rounding is Rounding.SYMMETRIC_INF:  # nearest, ties away from zero: floor(|z| + 1/2)
-        a += 0.5
-        a = xp.floor(a, out=a)
-    elif rounding is Rounding.CONV_ODD:  # nearest, ties to odd: the neighbour round-half-even did not pick
-        r = xp.rint(z)
-        tie = xp.abs(z - r) == 0.5
-        return xp.where(tie, 2 * z - r, r)
-    else:  # pragma: no cover - the enum is closed
-        raise DesignError(f"unknown rounding mode {rounding}")
-    return xp.copysign(a, z, out=a)
-
-
-def _clip_bounds(out: FixedType, relu: bool) -> tuple[int, int]:
-    lo = out.qmin + 1 if (out.saturation is Saturation.SYMMETRIC and out.signed) else out.qmin
-    return (max(lo, 0) if relu else lo), out.qmax
-
-
-def _float_ok(out: FixedType) -> bool:
-    """The float epilogue covers the saturating modes; wrap-around takes the int64 SRS."""
-    return out.saturation is not Saturation.NONE
-
-
-def _int_epilogue(acc: np.ndarray, shift: int, out: FixedType, relu: bool) -> np.ndarray:
-    y = srs(acc, shift, out)
-    return np.maximum(y, 0, out=y) if relu else y
-
-
-# --- the numpy backend -------------------------------------------------------------------------------------
-
-
-class _Numpy:
-    """numpy under the names the rounding code uses."""
-
-    floor = staticmethod(np.floor)
-    rint = staticmethod(np.rint)
-    trunc = staticmethod(np.trunc)
-    ceil = staticmethod(np.ceil)
-    abs = staticmethod(np.abs)
-    where = staticmethod(np.where)
-    copysign = staticmethod(np.copysign)
-
-
-_DTYPES = {"float32": np.float32, "float64": np.float64}
-
-
-class _Prepared:
-    """Per design and backend: each op's operands in the dtype its precision needs (built once, cached)."""
-
-    def __init__(self):
-        self.cache: dict = {}
-
-    def get(self, key, make):
-        value = self.cache.get(key)
-        if value is None:
-            value = self.cache[key] = make()
-        return value
-
-
 _PREPARED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _prepared(design) -> _Prepared:
+def _prepared(design) -> Prepared:
     p = _PREPARED.get(design)
     if p is None:
-        p = _PREPARED[design] = _Prepared()
+        p = _PREPARED[design] = Prepared()
     return p
-
-
-def _blas_layout(w: np.ndarray) -> np.ndarray:
-    """Weights stored column-major: OpenBLAS multiplies [B, K] @ [K, N] some 8% faster with B transposed
-    in memory (measured on the 7 x 512 benchmark); the values are the same."""
-    return np.asfortranarray(w)
-
-
-def _as(a: np.ndarray, dtype) -> np.ndarray:
-    """Exact conversion between float and int64 holders of the same integers."""
-    return a if a.dtype == dtype else a.astype(dtype)
-
-
-def _dense_cpu(p: DensePlan, x: np.ndarray, precision: str, prep: _Prepared, exact_int: bool = False) -> np.ndarray:
-    """One dense op on the CPU in `precision`; exact_int (precision="int64" asked for) multiplies in int64."""
-    if precision != "int64" and _float_ok(p.out) and p.multiplier == 1 and p.zero_point == 0:
-        dt = _DTYPES[precision]
-
-        def scaled():
-            off = _offset(p.out.rounding, p.shift)
-            w = np.ldexp(p.weight.astype(np.float64), -p.shift).astype(dt)
-            b = np.ldexp((p.bias + off).astype(np.float64), -p.shift).astype(dt)
-            return _blas_layout(w), b
-
-        w, b = prep.get((p.name, precision, "scaled"), scaled)
-        z = np.matmul(_as(x, dt), w)
-        z += b
-        z = _round_inplace(_Numpy, z, p.out.rounding, p.shift)
-        lo, hi = _clip_bounds(p.out, p.relu)
-        return np.clip(z, lo, hi, out=z)
-    acc = _product(p, x, exact_int, prep)
-    acc += p.bias
-    if p.multiplier != 1 or p.zero_point != 0:
-        return requantize(acc, p.multiplier, p.shift, p.zero_point, p.out, p.relu)
-    return _int_epilogue(acc, p.shift, p.out, p.relu)
-
-
-def _product(p: DensePlan, x: np.ndarray, exact_int: bool, prep: _Prepared) -> np.ndarray:
-    """x @ W as int64: on BLAS in the narrowest float where sum_k |x||w| is exact, else (or when asked)
-    in int64, exact since the compiler bounds the accumulator below 2**63."""
-    if exact_int or p.product_bound >= FLOAT64_EXACT:
-        return _as(x, np.int64) @ p.weight
-    dt = np.float32 if p.product_bound < FLOAT32_EXACT else np.float64
-    w = prep.get((p.name, dt, "plain"), lambda: _blas_layout(p.weight.astype(dt)))
-    return np.matmul(_as(x, dt), w).astype(np.int64)
-
-
-def _add_cpu(p: AddPlan, a: np.ndarray, b: np.ndarray, precision: str) -> np.ndarray:
-    if precision != "int64" and _float_ok(p.out):
-        dt = _DTYPES[precision]
-        off = _offset(p.out.rounding, p.shift)
-        # (a << sa) + (b << sb) + offset, times 2**-shift: every term a power-of-two scaling, exact.
-        z = _as(a, dt) * dt(2.0 ** (p.shift_a - p.shift))
-        z += _as(b, dt) * dt(2.0 ** (p.shift_b - p.shift))
-        if off:
-            z += dt(off * 2.0 ** -p.shift)
-        z = _round_inplace(_Numpy, z, p.out.rounding, p.shift)
-        lo, hi = _clip_bounds(p.out, p.relu)
-        return np.clip(z, lo, hi, out=z)
-    acc = (_as(a, np.int64) << np.int64(p.shift_a)) + (_as(b, np.int64) << np.int64(p.shift_b))
-    return _int_epilogue(acc, p.shift, p.out, p.relu)
-
-
-def _requant_cpu(p: RequantPlan, x: np.ndarray) -> np.ndarray:
-    """x * scale + bias, requantized, in exact int64 (the compiler bounds the sums below 2**62)."""
-    acc = _as(x, np.int64) * np.int64(p.scale) + p.bias
-    return requantize(acc, p.multiplier, p.shift, p.zero_point, p.out, p.relu)
-
-
-def _inputs_of(p) -> tuple[str, ...]:
-    return (p.a, p.b) if p.kind == "add" else (p.x,)
 
 
 def _run_cpu(design, plans, q: np.ndarray, precision: str) -> np.ndarray:
@@ -397,13 +88,7 @@ def _run_cpu(design, plans, q: np.ndarray, precision: str) -> np.ndarray:
     values = {g.inputs[0]: q}
     last_use = _last_use(plans, g)
     for i, p in enumerate(plans):
-        prec = _choose(p, precision)
-        if p.kind == "dense":
-            values[p.y] = _dense_cpu(p, values[p.x], prec, prep, precision == "int64")
-        elif p.kind == "requant":
-            values[p.y] = _requant_cpu(p, values[p.x])
-        else:
-            values[p.y] = _add_cpu(p, values[p.a], values[p.b], prec)
+        values[p.output] = p.run([values[t] for t in p.inputs], _choose(p, precision), prep, precision == "int64")
         for t in last_use.get(i, ()):
             values.pop(t, None)  # free activations no later op reads
     return values[g.outputs[0]]
@@ -412,7 +97,7 @@ def _run_cpu(design, plans, q: np.ndarray, precision: str) -> np.ndarray:
 def _last_use(plans, g) -> dict[int, list[str]]:
     last: dict[str, int] = {}
     for i, p in enumerate(plans):
-        for t in _inputs_of(p):
+        for t in p.inputs:
             last[t] = i
     out: dict[int, list[str]] = {}
     for t, i in last.items():
@@ -443,40 +128,11 @@ def cuda_available() -> bool:
     except Exception:  # a broken driver is "no GPU", not an error
         return False
 
-
-class _Torch:
-    """torch under the names the rounding code uses (torch.round rounds half to even, like np.rint)."""
-
-    def __init__(self, torch):
-        self.t = torch
-
-    def floor(self, z, out=None):
-        return self.t.floor(z, out=out) if out is not None else self.t.floor(z)
-
-    def rint(self, z, out=None):
-        return self.t.round(z, out=out) if out is not None else self.t.round(z)
-
-    def trunc(self, z, out=None):
-        return self.t.trunc(z, out=out) if out is not None else self.t.trunc(z)
-
-    def ceil(self, z, out=None):
-        return self.t.ceil(z, out=out) if out is not None else self.t.ceil(z)
-
-    def abs(self, z):
-        return self.t.abs(z)
-
-    def where(self, c, a, b):
-        return self.t.where(c, a, b)
-
-    def copysign(self, a, z, out=None):
-        return self.t.copysign(a, z, out=out) if out is not None else self.t.copysign(a, z)
-
-
 def _run_torch(design, plans, q: np.ndarray, precision: str, device: str) -> np.ndarray:
-    """Float ops on the GPU in float64; ops that need int64 come back to the CPU path for their step."""
+    """Ops with a GPU path (run_torch) on the GPU in float64; the others on the CPU for their step."""
     import torch
 
-    xp = _Torch(torch)
+    xp = Torch(torch)
     g = design.graph
     prep = _prepared(design)
     dev = torch.device(device)
@@ -491,36 +147,12 @@ def _run_torch(design, plans, q: np.ndarray, precision: str, device: str) -> np.
     last_use = _last_use(plans, g)
     for i, p in enumerate(plans):
         prec = _choose(p, precision)
-        if p.kind == "requant":
-            values[p.y] = _requant_cpu(p, on_cpu(values[p.x]))
-            for t in last_use.get(i, ()):
-                values.pop(t, None)
-            continue
-        gpu = (prec in ("float32", "float64") and _float_ok(p.out)  # float32 bounds hold in float64 a fortiori
-               and (p.kind != "dense" or (p.multiplier == 1 and p.zero_point == 0)))
-        lo, hi = _clip_bounds(p.out, p.relu)
-        off = _offset(p.out.rounding, p.shift)
-        if p.kind == "dense" and gpu:
-            def scaled(p=p, off=off):
-                w = np.ldexp(p.weight.astype(np.float64), -p.shift)
-                b = np.ldexp((p.bias + off).astype(np.float64), -p.shift)
-                return torch.from_numpy(w).to(dev), torch.from_numpy(b).to(dev)
-
-            w, b = prep.get((p.name, "torch", str(dev)), scaled)
-            z = torch.matmul(on_gpu(values[p.x]), w)
-            z += b
-            z = _round_inplace(xp, z, p.out.rounding, p.shift)
-            values[p.y] = torch.clamp(z, lo, hi)
-        elif p.kind == "add" and gpu:
-            z = on_gpu(values[p.a]) * 2.0 ** (p.shift_a - p.shift) + on_gpu(values[p.b]) * 2.0 ** (p.shift_b - p.shift)
-            if off:
-                z += off * 2.0 ** -p.shift
-            z = _round_inplace(xp, z, p.out.rounding, p.shift)
-            values[p.y] = torch.clamp(z, lo, hi)
-        elif p.kind == "dense":
-            values[p.y] = _dense_cpu(p, on_cpu(values[p.x]), prec, prep, precision == "int64")
-        else:
-            values[p.y] = _add_cpu(p, on_cpu(values[p.a]), on_cpu(values[p.b]), prec)
+        y = None
+        if prec in ("float32", "float64") and hasattr(p, "run_torch"):  # float32 bounds hold in float64 too
+            y = p.run_torch([on_gpu(values[t]) for t in p.inputs], prep, xp, dev)
+        if y is None:
+            y = p.run([on_cpu(values[t]) for t in p.inputs], prec, prep, precision == "int64")
+        values[p.output] = y
         for t in last_use.get(i, ()):
             values.pop(t, None)
     return np.asarray(on_cpu(values[g.outputs[0]]))
@@ -578,7 +210,7 @@ def _execute(design, h: np.ndarray, device: str, precision: str) -> np.ndarray:
     if len(parts) == 1:
         return parts[0]
     if len({p.dtype for p in parts}) > 1:
-        parts = [_as(p, np.int64) for p in parts]
+        parts = [as_dtype(p, np.int64) for p in parts]
     return np.concatenate(parts)
 
 
@@ -591,12 +223,12 @@ def run_fast(design, q: np.ndarray, *, device: str = "auto", precision: str = "a
     """
     plan(design)  # an unknown op kind is refused before the input is looked at
     q = _check_raw(design, q)
-    return _as(_execute(design, q, device, precision), np.int64)  # exact: holders carry integers < 2**53
+    return as_dtype(_execute(design, q, device, precision), np.int64)  # exact: holders carry integers < 2**53
 
 
 def quantize_input(x: np.ndarray, t: FixedType) -> np.ndarray:
     """numerics.quantize_float(x, t) as int64; see _quantize_holder for the fast case."""
-    return _as(_quantize_holder(np.asarray(x), t), np.int64)
+    return as_dtype(_quantize_holder(np.asarray(x), t), np.int64)
 
 
 def _quantize_holder(x: np.ndarray, t: FixedType) -> np.ndarray:
@@ -615,7 +247,7 @@ def _quantize_holder(x: np.ndarray, t: FixedType) -> np.ndarray:
     with np.errstate(over="ignore", under="ignore"):
         z = x * x.dtype.type(2.0 ** t.frac)
     z = np.rint(z, out=z)
-    lo, hi = _clip_bounds(t, False)
+    lo, hi = clip_bounds(t, False)
     return np.clip(z, lo, hi, out=z)
 
 
@@ -635,9 +267,9 @@ def run(design, x: np.ndarray, raw: bool = False, *, device: str = "auto", preci
         raise DesignError(f"input of dtype {x.dtype}; give floats or integers")
     y = _execute(design, h, device, precision)
     if raw:
-        return _as(y, np.int64)
+        return as_dtype(y, np.int64)
     if not tout.plain:
-        return tout.dequantize(_as(y, np.int64))
+        return tout.dequantize(as_dtype(y, np.int64))
     if y.dtype.kind == "f" and abs(tout.type.frac) < 1000:
         return np.multiply(y, np.float64(2.0 ** -tout.type.frac))  # float64, times a power of two: exact
     return dequantize(y, tout.type)

@@ -19,8 +19,8 @@ import numpy as np
 
 from ...devices import Device
 from ...errors import NumericsError
-from ...ir import Graph, Op
-from ...numerics import FixedType, srs
+from ...ir import Graph, Op, Tensor
+from ...numerics import FixedType, requantize, srs
 from ..base import (ElementwiseConfig, Slice, bank_assignment, ceil_div, cycles_from_terms, feature_slices,
                     kernel_id, port, storage_bytes)
 
@@ -65,6 +65,21 @@ class Config(ElementwiseConfig):
         ]
 
 
+def add_op(name: str, a: Tensor, b: Tensor, y: str, out: FixedType, relu: bool = False) -> Op:
+    """A residual add as every frontend writes it: both inputs moved onto the finer of their power-of-two
+    grids by left shifts, added, and the sum shifted into y's type."""
+    common = max(a.type.frac, b.type.frac)
+    return Op(name, KIND, (a.name, b.name), (y,),
+              {"relu": bool(relu), "shift_a": common - a.type.frac, "shift_b": common - b.type.frac,
+               "shift": common - out.frac})
+
+
+def evaluate(op: Op, graph: Graph, values: dict[str, np.ndarray], stats: dict | None = None) -> np.ndarray:
+    """The add's output integers for its inputs' integers, any shape: align, add, SRS into the output, ReLU."""
+    a, b = (np.asarray(values[t], dtype=np.int64) for t in op.inputs)
+    acc = (a << np.int64(op.attrs["shift_a"])) + (b << np.int64(op.attrs["shift_b"]))
+    return requantize(acc, 1, int(op.attrs["shift"]), 0, graph.tensors[op.outputs[0]].type,
+                      bool(op.attrs.get("relu", False)), stats)
 
 
 def _types(op: Op, graph: Graph) -> tuple[FixedType, FixedType, FixedType]:

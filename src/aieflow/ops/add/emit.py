@@ -18,6 +18,14 @@ _ENV = environment("ops/add/templates")
 
 # The shared kernel header; named after its namespace, which the project writer keeps out of layer names.
 SHARED_HEADER = "aieflow_add.h"
+RESERVED_NAMES = frozenset({"aieflow_add"})
+# The host run (aieflow.host.run): the layer struct's type of each kernel input port.
+HOST_INPUTS = ("a_t", "b_t")
+
+
+def host_output_elements(cfg) -> int:
+    """Elements of one kernel's output buffer: B x NT."""
+    return cfg.batch * cfg.n_tile
 
 
 def kernel_member(ns: str, chain: int) -> str:

@@ -73,6 +73,10 @@ class Config:
     def from_dict(cls, d: dict) -> "Config":
         return cls(**{**d, "microtile": tuple(d["microtile"])})
 
+    def summary(self) -> dict:
+        return {"in_features": self.in_features, "out_features": self.out_features, "cas_length": self.cas_length,
+                "cas_num": self.cas_num, "microtile": list(self.microtile)}
+
     def tile_buffers(self, stage: int, device: Device) -> list[tuple[str, int]]:
         """(name, bytes) of every buffer a kernel of this layer keeps in data memory."""
         gen = device.generation
@@ -92,6 +96,28 @@ class Config:
         return bufs
 
 
+def dense_op(name: str, x: str, y: str, weight, bias, weight_type: FixedType, shift: int, multiplier: int = 1,
+             relu: bool = False) -> Op:
+    """A dense layer as every frontend writes it: y = requantize(x @ weight + bias, multiplier, shift,
+    zero point and type of y, relu) (numerics.requantize); weight [in, out] and bias [out] as int64."""
+    attrs = {"relu": bool(relu), "shift": int(shift), "weight_type": weight_type}
+    if multiplier != 1:
+        attrs["multiplier"] = int(multiplier)
+    return Op(name, KIND, (x,), (y,), attrs,
+              {"weight": np.asarray(weight).astype(np.int64), "bias": np.asarray(bias).astype(np.int64)})
+
+
+def evaluate(op: Op, graph: Graph, values: dict[str, np.ndarray], stats: dict | None = None) -> np.ndarray:
+    """The layer's output integers for its input integers [samples, in_features], exactly (int64)."""
+    out = graph.tensors[op.outputs[0]]
+    x = np.asarray(values[op.inputs[0]], dtype=np.int64)
+    w = op.params["weight"].astype(np.int64)
+    # float64 BLAS is exact while every partial sum stays below 2**53; int64 matmul is exact but slow.
+    bound = int(np.abs(x).max(initial=0)) * int(np.abs(w).sum(axis=0).max(initial=0))
+    prod = (x.astype(np.float64) @ w.astype(np.float64)).astype(np.int64) if bound < 2**53 else x @ w
+    acc = prod + op.params["bias"].astype(np.int64)[None, :]
+    return requantize(acc, int(op.attrs.get("multiplier", 1)), int(op.attrs["shift"]), out.zero_point,
+                      out.type, bool(op.attrs.get("relu", False)), stats)
 
 
 def check_numerics(op: Op, graph: Graph, device: Device) -> None:

@@ -27,6 +27,17 @@ RUNTIME_RATIO = 0.9
 
 _ENV = environment("ops/dense/templates")
 
+# Names the dense code declares for every layer (its shared header dense.h and namespace): a layer may not
+# take them as its C++ identifier.
+RESERVED_NAMES = frozenset({"dense", "aieflow_dense"})
+# The host run (aieflow.host.run): the layer struct's type of each kernel input port.
+HOST_INPUTS = ("in_t",)
+
+
+def host_output_elements(cfg) -> int:
+    """Elements of the output buffer of a chain's last kernel: B x NT."""
+    return cfg.batch * cfg.n_tile
+
 # Values per line in the parameter headers: short enough to read and diff.
 _VALUES_PER_LINE = 16
 # Alignment of the parameter arrays: one 256-bit vector load (AM020), so aie::load_v never straddles.

@@ -9,7 +9,7 @@ y's rounding mode, plus y's zero point, saturated (or wrapped, saturation none) 
 fewer than its 8- or 16-bit storage; `relu` then keeps y >= zero point. It is what a dense op with the
 weights scale * identity computes, without the n x n weights: frontends write a source's standalone
 requantization (a QONNX Quant of an activation or Trunc, an hls4ml activation whose cast drops bits,
-onnxruntime's QuantizeLinear -> Add(bias) -> QuantizeLinear) as this op (ir.requant_op).
+onnxruntime's QuantizeLinear -> Add(bias) -> QuantizeLinear) as this op (ops.requant.requant_op).
 
 Attributes: shift (int), relu (bool), multiplier (int, default 1: power-of-two sources need none), scale
 (int, default 1). Parameters: bias (int64 [features]).
@@ -76,6 +76,25 @@ class Config(ElementwiseConfig):
         ]
 
 
+def requant_op(name: str, x: str, y: str, bias, shift: int, multiplier: int = 1, relu: bool = False,
+               scale: int = 1) -> Op:
+    """The op as every frontend writes it (see the module docstring for its meaning); `multiplier` and
+    `scale` are written only when they are not 1."""
+    attrs = {"relu": bool(relu), "shift": int(shift)}
+    if multiplier != 1:
+        attrs["multiplier"] = int(multiplier)
+    if scale != 1:
+        attrs["scale"] = int(scale)
+    return Op(name, KIND, (x,), (y,), attrs, {"bias": np.asarray(bias).astype(np.int64)})
+
+
+def evaluate(op: Op, graph: Graph, values: dict[str, np.ndarray], stats: dict | None = None) -> np.ndarray:
+    """The output integers for the input's integers [samples, features], exactly (int64)."""
+    out = graph.tensors[op.outputs[0]]
+    x = np.asarray(values[op.inputs[0]], dtype=np.int64)
+    acc = x * np.int64(op.attrs.get("scale", 1)) + op.params["bias"].astype(np.int64)[None, :]
+    return requantize(acc, int(op.attrs.get("multiplier", 1)), int(op.attrs["shift"]), out.zero_point,
+                      out.type, bool(op.attrs.get("relu", False)), stats)
 
 
 def scale_shift(op: Op) -> int:

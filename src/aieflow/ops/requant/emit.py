@@ -18,8 +18,16 @@ RUNTIME_RATIO = 0.9
 
 _ENV = environment("ops/requant/templates")
 
-# The shared kernel header; named after its namespace.
+# The shared kernel header; named after its namespace, which the project writer keeps out of layer names.
 SHARED_HEADER = "aieflow_requant.h"
+RESERVED_NAMES = frozenset({"aieflow_requant"})
+# The host run (aieflow.host.run): the layer struct's type of each kernel input port.
+HOST_INPUTS = ("in_t",)
+
+
+def host_output_elements(cfg) -> int:
+    """Elements of one kernel's output buffer: B x NT."""
+    return cfg.batch * cfg.n_tile
 # Alignment of the bias arrays: one 256-bit vector load (AM020), as for dense's parameters.
 _PARAM_ALIGN_BYTES = 32
 
