@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .numerics import requantize, round_shift
+from ..numerics import requantize, round_shift
 
 DOMAIN = "qonnx.custom_op.general"
 MODES = ("ROUND", "HALF_EVEN", "CEIL", "FLOOR", "UP", "DOWN", "HALF_UP", "HALF_DOWN")
