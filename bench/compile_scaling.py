@@ -9,7 +9,7 @@ is `aieflow.compile(file, device=...)` then `.write(project)` into that folder (
 device print "does not fit": a model whose int8 weights exceed one data-memory bank per tile (a kernel's
 weights sit whole in one bank) is not even built, and a MappingError from compile is caught. The growth
 rate is the slope of log time against log size (weights), fitted over the models that fit: 1 means linear
-in the model. Most of the script's minute or so goes to building the larger models (examples.qdq_mlp
+in the model. Most of the script's minute or so goes to building the larger models (examples.onnx_qdq.qdq_mlp
 calibrates every layer), which is not timed.
 """
 
@@ -25,7 +25,7 @@ import numpy as np
 import aieflow
 from aieflow.devices import get_device
 from aieflow.errors import MappingError
-from aieflow.examples import qdq_mlp
+from aieflow.examples.onnx_qdq import qdq_mlp
 
 
 def _best(fn, repeat: int) -> float:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 import aieflow
-from aieflow.examples import qdq_mlp, sample_inputs
+from aieflow.examples.onnx_qdq import qdq_mlp, sample_inputs
 
 
 def _best(fn, repeat: int) -> float:

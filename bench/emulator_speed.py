@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 import aieflow
-from aieflow.examples import qdq_mlp, sample_inputs
+from aieflow.examples.onnx_qdq import qdq_mlp, sample_inputs
 from aieflow.simulate import fast
 
 

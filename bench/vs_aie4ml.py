@@ -119,7 +119,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="vs_aie4ml_") as tmp:
         tmp = Path(tmp)
         if args.model is None:
-            from aieflow.examples import qdq_mlp
+            from aieflow.examples.onnx_qdq import qdq_mlp
 
             model = tmp / f"mlp7x512_b{args.batch}.onnx"
             model.write_bytes(qdq_mlp([512] * 8, seed=0, batch=args.batch, name="mlp7x512").SerializeToString())

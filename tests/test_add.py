@@ -15,8 +15,8 @@ import aieflow.emit as emit
 from aieflow.design import Layer
 from aieflow.devices import get_device
 from aieflow.errors import ModelError, NumericsError
-from aieflow.examples import run_onnxruntime, sample_inputs
-from aieflow.examples_graphs import MAX_FRAC_GAP, qdq_graph
+from aieflow.examples.onnx_qdq import run_onnxruntime, sample_inputs
+from aieflow.examples.graphs import MAX_FRAC_GAP, qdq_graph
 from aieflow.frontends import onnx_add_rule, onnx_qdq
 from aieflow.host import include_dir
 from aieflow.ir import Graph, Op, Tensor

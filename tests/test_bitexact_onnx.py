@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import aieflow
-from aieflow.examples import qdq_mlp, run_onnxruntime, sample_inputs
+from aieflow.examples.onnx_qdq import qdq_mlp, run_onnxruntime, sample_inputs
 from aieflow.numerics import round_shift
 
 MODELS = 200

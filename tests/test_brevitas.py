@@ -22,8 +22,8 @@ import torch  # noqa: E402
 
 import aieflow  # noqa: E402
 from aieflow.errors import ModelError  # noqa: E402
-from aieflow.examples_brevitas import brevitas_inputs, brevitas_mlp, random_brevitas_mlp, train  # noqa: E402
-from aieflow.examples_qonnx import run_graph  # noqa: E402
+from aieflow.examples.brevitas import brevitas_inputs, brevitas_mlp, random_brevitas_mlp, train  # noqa: E402
+from aieflow.examples.qonnx import run_graph  # noqa: E402
 from aieflow.frontends.torch_module import import_torch  # noqa: E402
 
 warnings.filterwarnings("ignore")

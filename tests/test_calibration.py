@@ -7,7 +7,7 @@ import pytest
 
 import aieflow
 from aieflow.devices import get_device
-from aieflow.examples import qdq_mlp
+from aieflow.examples.onnx_qdq import qdq_mlp
 from aieflow.ir import Graph, Op, Tensor
 from aieflow.numerics import FixedType
 from aieflow.ops import dense

@@ -9,7 +9,7 @@ import pytest
 
 import aieflow
 from aieflow.design import BankBuffer, DirectLink
-from aieflow.examples import qdq_mlp
+from aieflow.examples.onnx_qdq import qdq_mlp
 from aieflow.mapping.check import violations
 
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 import aieflow
 from aieflow.cli import main
-from aieflow.examples import qdq_mlp, run_onnxruntime, sample_inputs
+from aieflow.examples.onnx_qdq import qdq_mlp, run_onnxruntime, sample_inputs
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 import aieflow
 from aieflow.cli import main
-from aieflow.examples_brevitas import brevitas_mlp, train
-from aieflow.examples_onnx_tools import ort_quantized_mlp, sample_inputs
+from aieflow.examples.brevitas import brevitas_mlp, train
+from aieflow.examples.onnx_tools import ort_quantized_mlp, sample_inputs
 
 
 def _compile(args):

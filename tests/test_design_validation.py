@@ -13,7 +13,7 @@ import pytest
 import aieflow
 from aieflow import design as design_mod
 from aieflow.errors import DesignError
-from aieflow.examples import qdq_mlp
+from aieflow.examples.onnx_qdq import qdq_mlp
 from aieflow.mapping.check import violations
 
 

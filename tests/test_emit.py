@@ -22,7 +22,7 @@ import pytest
 
 import aieflow
 import aieflow.emit as emit
-from aieflow.examples import jet_tagger, qdq_mlp
+from aieflow.examples.onnx_qdq import jet_tagger, qdq_mlp
 from aieflow.numerics import FixedType, Rounding, Saturation, saturate, srs
 from aieflow.ops import dense
 from aieflow.host import include_dir

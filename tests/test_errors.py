@@ -12,7 +12,7 @@ from onnx import helper, numpy_helper
 import aieflow
 from aieflow.cli import main
 from aieflow.errors import AieflowError, MappingError, ModelError, NumericsError
-from aieflow.examples import qdq_mlp
+from aieflow.examples.onnx_qdq import qdq_mlp
 from aieflow.ir import Graph, Op, Tensor
 from aieflow.numerics import FixedType
 

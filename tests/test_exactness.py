@@ -9,7 +9,7 @@ import aieflow
 from aieflow.exactness import ExactnessReport, calibration_inputs, evaluate_op, measure
 from aieflow.frontends import Imported
 from aieflow.frontends.onnx_qdq import load_onnx
-from aieflow.examples import qdq_mlp, run_onnxruntime, sample_inputs
+from aieflow.examples.onnx_qdq import qdq_mlp, run_onnxruntime, sample_inputs
 
 
 def _imported(model, reference):

@@ -10,7 +10,7 @@ import pytest
 from onnx import numpy_helper
 
 from aieflow.errors import ModelError
-from aieflow.examples import jet_tagger, qdq_mlp, run_onnxruntime, sample_inputs
+from aieflow.examples.onnx_qdq import jet_tagger, qdq_mlp, run_onnxruntime, sample_inputs
 from aieflow.numerics import FixedType, dequantize, quantize_float, srs
 
 pytest.importorskip("onnxruntime")

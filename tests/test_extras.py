@@ -9,7 +9,7 @@ import pytest
 
 import aieflow
 from aieflow.errors import ModelError
-from aieflow.examples import qdq_mlp
+from aieflow.examples.onnx_qdq import qdq_mlp
 
 
 def _hide(monkeypatch, *names):

@@ -19,7 +19,7 @@ import aieflow
 from aieflow import fastmath
 from aieflow.devices import get_device
 from aieflow.errors import DesignError
-from aieflow.examples import qdq_mlp, run_onnxruntime, sample_inputs
+from aieflow.examples.onnx_qdq import qdq_mlp, run_onnxruntime, sample_inputs
 from aieflow.ir import Graph, Op, Tensor
 from aieflow.numerics import FixedType, Rounding, Saturation, quantize_float, srs
 from aieflow.ops import dense

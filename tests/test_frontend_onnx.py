@@ -9,7 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import aieflow
 from aieflow.errors import ModelError
-from aieflow.examples import run_onnxruntime
+from aieflow.examples.onnx_qdq import run_onnxruntime
 
 
 def _model(nodes, inits, k, n, out="y", out_type=TensorProto.FLOAT):

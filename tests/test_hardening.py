@@ -24,7 +24,7 @@ from click.testing import CliRunner
 
 import aieflow
 from aieflow.cli import main
-from aieflow.examples import jet_tagger, qdq_mlp, sample_inputs
+from aieflow.examples.onnx_qdq import jet_tagger, qdq_mlp, sample_inputs
 
 RUN = CliRunner()
 
@@ -133,7 +133,7 @@ _SLOW_WRITE = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     import aieflow
-    from aieflow.examples import qdq_mlp
+    from aieflow.examples.onnx_qdq import qdq_mlp
     design = aieflow.compile(qdq_mlp([12, 9, 6], seed=8), measure=False)
     original = Path.write_bytes
     def slow(self, data):
@@ -169,7 +169,7 @@ def test_a_killed_swap_is_rolled_back_by_the_next_write(project, tmp_path):
         import os, sys
         import aieflow
         from aieflow.emit import folder
-        from aieflow.examples import qdq_mlp
+        from aieflow.examples.onnx_qdq import qdq_mlp
         design = aieflow.compile(qdq_mlp([12, 9, 6], seed=8), measure=False)
         moves = []
         real = folder._move

@@ -10,8 +10,8 @@ import shutil
 import pytest
 
 import aieflow
-from aieflow.examples import jet_tagger, qdq_mlp
-from aieflow.examples_graphs import qdq_graph
+from aieflow.examples.onnx_qdq import jet_tagger, qdq_mlp
+from aieflow.examples.graphs import qdq_graph
 from aieflow.host.graph import compare, expected_edges, record_graph
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
@@ -144,7 +144,7 @@ def test_check_command_compares_the_emitted_graph(tmp_path):
     from click.testing import CliRunner
 
     from aieflow.cli import main
-    from aieflow.examples import jet_tagger
+    from aieflow.examples.onnx_qdq import jet_tagger
 
     proj = aieflow.compile(jet_tagger()).write(tmp_path / "jet")
     r = CliRunner().invoke(main, ["check", str(proj), "--host"])

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import aieflow
-from aieflow.examples import jet_tagger, qdq_mlp, sample_inputs
-from aieflow.examples_graphs import qdq_graph
+from aieflow.examples.onnx_qdq import jet_tagger, qdq_mlp, sample_inputs
+from aieflow.examples.graphs import qdq_graph
 from aieflow.host import run as host_run
 from aieflow.numerics import quantize_float
 from aieflow.tiling import Tiling

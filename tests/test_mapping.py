@@ -11,7 +11,7 @@ import pytest
 
 import aieflow
 from aieflow.design import BankBuffer
-from aieflow.examples import qdq_mlp
+from aieflow.examples.onnx_qdq import qdq_mlp
 from aieflow.mapping.check import check, violations
 from aieflow.errors import MappingError
 

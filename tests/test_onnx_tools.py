@@ -20,9 +20,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import aieflow
-from aieflow import examples_onnx_tools as tools
+from aieflow.examples import onnx_tools as tools
 from aieflow.errors import ModelError
-from aieflow.examples import run_onnxruntime
+from aieflow.examples.onnx_qdq import run_onnxruntime
 from aieflow.frontends import Imported
 from aieflow.frontends.onnx_qdq import import_onnx, load_onnx
 from aieflow.numerics import requantize

@@ -10,7 +10,7 @@ import pytest
 import aieflow
 from aieflow.design import Access, DirectLink, Design, KernelTile, Plio
 from aieflow.errors import AieflowError, DesignError
-from aieflow.examples import qdq_mlp
+from aieflow.examples.onnx_qdq import qdq_mlp
 from aieflow.report.plot import placement_text, plot_design, short_names
 
 

@@ -20,7 +20,7 @@ from onnx import TensorProto, helper  # noqa: E402
 
 import aieflow  # noqa: E402
 from aieflow.errors import ModelError  # noqa: E402
-from aieflow.examples_qonnx import DOMAIN, MODES, QSpec, build_qonnx, qonnx_inputs, random_qonnx_mlp, run_graph  # noqa: E402
+from aieflow.examples.qonnx import DOMAIN, MODES, QSpec, build_qonnx, qonnx_inputs, random_qonnx_mlp, run_graph  # noqa: E402
 from aieflow.frontends.qonnx import QONNX_ROUNDING, QuantParams, _rounding, import_qonnx  # noqa: E402
 from aieflow.numerics import round_fraction  # noqa: E402
 

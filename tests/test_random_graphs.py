@@ -9,8 +9,8 @@ import pytest
 import aieflow
 from aieflow.devices import get_device
 from aieflow.errors import MappingError
-from aieflow.examples import run_onnxruntime, sample_inputs
-from aieflow.examples_graphs import qdq_graph
+from aieflow.examples.onnx_qdq import run_onnxruntime, sample_inputs
+from aieflow.examples.graphs import qdq_graph
 from aieflow.frontends.onnx_qdq import load_onnx
 from aieflow.mapping import search
 from aieflow.mapping.check import violations

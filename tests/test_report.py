@@ -15,7 +15,7 @@ import pytest
 from rich.console import Console
 
 import aieflow
-from aieflow.examples import jet_tagger, qdq_mlp
+from aieflow.examples.onnx_qdq import jet_tagger, qdq_mlp
 from aieflow.report import progress as progress_module
 from aieflow.report.perf import predict
 from aieflow.report.progress import progress
@@ -214,7 +214,7 @@ def test_chromium_renders_the_report(written, tmp_path):
 
 
 def test_reports_show_the_exactness_measured_at_compile_time(tmp_path):
-    from aieflow.examples_onnx_tools import torch_fakequant_mlp
+    from aieflow.examples.onnx_tools import torch_fakequant_mlp
     from aieflow.frontends.onnx_qdq import load_onnx
     from aieflow.report.render import render_reports
 

@@ -282,7 +282,7 @@ def test_project_on_the_host_equals_the_emulator(which, designs, tmp_path):
 
 def test_plain_designs_get_the_files_they_always_got(designs, tmp_path):
     """A design without multipliers, zero points or narrow types has no trace of the requantization code."""
-    from aieflow.examples import qdq_mlp
+    from aieflow.examples.onnx_qdq import qdq_mlp
 
     plain = aieflow.compile(qdq_mlp([20, 16, 8], seed=2), batch=4)
     files = emit.render_project(plain)

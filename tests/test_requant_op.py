@@ -366,7 +366,7 @@ def test_qonnx_requantization_is_a_requant_op_on_far_fewer_tiles():
     pytest.importorskip("qonnx")
     from onnx import TensorProto, helper
 
-    from aieflow.examples_qonnx import DOMAIN
+    from aieflow.examples.qonnx import DOMAIN
     from aieflow.frontends.qonnx import import_qonnx
 
     n = 512

@@ -12,7 +12,7 @@ import aieflow
 from aieflow.cli import main
 from aieflow.devices import get_device
 from aieflow.errors import MappingError
-from aieflow.examples import qdq_mlp
+from aieflow.examples.onnx_qdq import qdq_mlp
 from aieflow.mapping import search
 from aieflow.mapping.check import violations
 
@@ -104,7 +104,7 @@ def test_direct_hand_off_when_slices_line_up():
                                        b: {"cas_length": 4, "cas_num": 2, "microtile": [4, 8, 8], "transport": "direct"}})
     assert len(d.links) == 4 and violations(d) == []
     x = np.random.default_rng(0).normal(0, 2, (20, 256)).astype(np.float32)
-    from aieflow.examples import run_onnxruntime
+    from aieflow.examples.onnx_qdq import run_onnxruntime
     assert np.array_equal(d.simulate(x), run_onnxruntime(model, x))
     forced = aieflow.compile(model, layers={a: {"cas_length": 2, "cas_num": 4, "microtile": [4, 8, 8]},
                                             b: {"cas_length": 4, "cas_num": 2, "microtile": [4, 8, 8], "transport": "memtile"}})

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from . import compile as compile_model
 from .emit import write_project
-from .examples import jet_tagger, run_onnxruntime, sample_inputs
+from .examples.onnx_qdq import jet_tagger, run_onnxruntime, sample_inputs
 from .report import _default, human_summary
 
 SAMPLES = 1000

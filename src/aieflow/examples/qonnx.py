@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
 DOMAIN = "qonnx.custom_op.general"
 MODES = ("ROUND", "HALF_EVEN", "CEIL", "FLOOR", "UP", "DOWN", "HALF_UP", "HALF_DOWN")
 BOUND = 1 << 23  # float32 holds every integer below 2**24; one bit of margin for the rounding functions
@@ -241,7 +240,7 @@ def qonnx_inputs(spec: ModelSpec, n: int, rng: np.random.Generator) -> np.ndarra
 
 def run_graph(graph, q: np.ndarray, stats: dict | None = None) -> dict[str, np.ndarray]:
     """The IR's integer semantics op by op (each family's evaluate), counting ties and saturations in `stats`."""
-    from .exactness import evaluate
+    from ..exactness import evaluate
 
     return evaluate(graph, q, stats)
 

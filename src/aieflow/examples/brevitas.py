@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import ModelError
+from ..errors import ModelError
 
 
 def _need_brevitas():

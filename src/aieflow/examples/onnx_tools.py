@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ModelError
+from ..errors import ModelError
 
 FORMS = ("gemm", "matmul_add")
 ACTIVATIONS = ("quint8", "qint8")

@@ -14,8 +14,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .errors import ModelError
-from .numerics import FixedType, srs
+from ..errors import ModelError
+from ..numerics import FixedType, srs
 
 OPSET = 21  # QuantizeLinear / DequantizeLinear accept int16 and uint16 from opset 21 on
 IR_VERSION = 10  # the newest IR that onnxruntime 1.17 and later all load

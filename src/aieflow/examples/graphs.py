@@ -8,7 +8,7 @@ next step consumes, so nothing dangles and there is one graph output:
 - skip:      Add(x, an earlier activation of the same width) -> [Relu] -> QDQ
 The two inputs of every Add have different fractional bits, so the join must align them.
 
-Exactness, as for examples.qdq_mlp (whose helpers draw the dense layers here): power-of-two scales, zero
+Exactness, as for onnx_qdq.qdq_mlp (whose helpers draw the dense layers here): power-of-two scales, zero
 points of 0, every dense partial sum below 2**24 in float32, and every Add's aligned sum too (the inputs'
 fractional bits differ by at most MAX_FRAC_GAP and activations have at most 16 bits). Activations of 16
 bits are kept at most WIDTH_16 wide, so a layer reading them still gets weights of a few bits. Output
@@ -24,8 +24,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from .errors import ModelError
-from .examples import (
+from ..errors import ModelError
+from ..numerics import FixedType
+from .onnx_qdq import (
     _CALIBRATION_ROWS,
     IR_VERSION,
     OPSET,
@@ -42,13 +43,12 @@ from .examples import (
     _typical_shift,
     activation_type,
 )
-from .numerics import FixedType
 
 ACTIVATION_TYPES = {"int8": (8, True), "uint8": (8, False), "int16": (16, True)}
 # The two inputs of an Add differ by 1 to this many fractional bits: 2**15 << 6 + 2**15 < 2**24 keeps the
 # aligned sum float32-exact for every activation type.
 MAX_FRAC_GAP = 6
-# Widest 16-bit activation: a dense layer reading it still gets weights up to 3 (see examples._draw_weights).
+# Widest 16-bit activation: a dense layer reading it still gets weights up to 3 (see onnx_qdq._draw_weights).
 WIDTH_16 = 128
 # Shifts kept well inside what SRS on a 32-bit accumulator does (the families refuse beyond +-31).
 _MAX_SHIFT = 24

@@ -1,0 +1,12 @@
+"""Model builders for the tests, the benchmarks and the demo; not part of the compiler.
+
+Each module builds quantized models in code, seeded, so the same arguments give the same model:
+- onnx_qdq:   QDQ MLPs (the demo's jet tagger, random test models) and onnxruntime as their reference executor
+- graphs:     random QDQ graphs with chains, fan-outs and residual joins
+- onnx_tools: models as the tools users quantize with make them (onnxruntime-quantized, torch fake-quant)
+- qonnx:      random QONNX MLPs, their inputs, and the IR's integer semantics op by op (run_graph)
+- brevitas:   a Brevitas MLP with a few seconds of training, random Brevitas MLPs
+
+Nothing is imported here: import the module you need (`from aieflow.examples.onnx_qdq import qdq_mlp`), so
+torch, brevitas, qonnx and onnxruntime are imported only when a builder that needs them runs.
+"""
