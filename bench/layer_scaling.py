@@ -36,7 +36,7 @@ def _dense(name: str, x: str, y: str, k: int, n: int, rng) -> Op:
 def chain_graph(widths: list[int], seed: int = 0) -> Graph:
     rng = np.random.default_rng(seed)
     names = [f"t{i}" for i in range(len(widths))]
-    tensors = {n: Tensor(n, w, T8) for n, w in zip(names, widths)}
+    tensors = {n: Tensor(n, (w,), T8) for n, w in zip(names, widths)}
     ops = tuple(_dense(f"fc{i}", names[i], names[i + 1], widths[i], widths[i + 1], rng) for i in range(len(widths) - 1))
     return Graph("scaling", tensors, ops, (names[0],), (names[-1],))
 

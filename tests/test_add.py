@@ -49,7 +49,7 @@ def _graph(features: int, ta: FixedType, tb: FixedType, ty: FixedType, relu: boo
     common = max(ta.frac, tb.frac)
     op = Op("join", "add", ("a", "b"), ("y",),
             {"relu": relu, "shift_a": common - ta.frac, "shift_b": common - tb.frac, "shift": common - ty.frac})
-    tensors = {"a": Tensor("a", features, ta), "b": Tensor("b", features, tb), "y": Tensor("y", features, ty)}
+    tensors = {"a": Tensor("a", (features,), ta), "b": Tensor("b", (features,), tb), "y": Tensor("y", (features,), ty)}
     return Graph("g", tensors, (op,), ("a",), ("y",))
 
 

@@ -19,7 +19,7 @@ DEV = get_device("ve2802")
 
 def _layer(k: int, n: int, batch: int, cas_length: int, cas_num: int):
     rng = np.random.default_rng(0)
-    g = Graph("g", {"x": Tensor("x", k, T8), "y": Tensor("y", n, T8)},
+    g = Graph("g", {"x": Tensor("x", (k,), T8), "y": Tensor("y", (n,), T8)},
               (Op("fc", "dense", ("x",), ("y",), {"relu": True, "shift": 8, "weight_type": T8},
                   {"weight": rng.integers(-3, 4, (k, n)), "bias": rng.integers(-100, 100, n)}),), ("x",), ("y",))
     return aieflow.compile(g, batch=batch, layers={"fc": {"cas_length": cas_length, "cas_num": cas_num,

@@ -140,7 +140,7 @@ def test_elementwise_kernels_must_cover_their_features(kind):
     from aieflow.numerics import FixedType
 
     t = FixedType(8, True, 4)
-    tensors = {n: Tensor(n, 40, t) for n in ("x", "y")}
+    tensors = {n: Tensor(n, (40,), t) for n in ("x", "y")}
     if kind == "requant":
         op = requant_op("elem", "x", "y", np.zeros(40, np.int64), 1)
         graph = Graph("g", tensors, (op,), ("x",), ("y",))

@@ -52,7 +52,7 @@ def _reference(x, w, b, shift, out: FixedType, relu: bool) -> np.ndarray:
 
 def _graph(w, b, xt, wt, yt, shift, relu) -> Graph:
     k, n = w.shape
-    return Graph("g", {"x": Tensor("x", k, xt), "y": Tensor("y", n, yt)},
+    return Graph("g", {"x": Tensor("x", (k,), xt), "y": Tensor("y", (n,), yt)},
                  (Op("fc", "dense", ("x",), ("y",), {"relu": relu, "shift": shift, "weight_type": wt},
                      {"weight": w, "bias": b}),), ("x",), ("y",))
 

@@ -149,7 +149,7 @@ def test_simulate_rejects_wrong_shape(tmp_path):
 
 def _graph(weight: np.ndarray, bias: np.ndarray, x: FixedType, w: FixedType, y: FixedType, shift: int) -> Graph:
     k, n = weight.shape
-    return Graph("g", {"x": Tensor("x", k, x), "y": Tensor("y", n, y)},
+    return Graph("g", {"x": Tensor("x", (k,), x), "y": Tensor("y", (n,), y)},
                  (Op("fc", "dense", ("x",), ("y",), {"relu": False, "shift": shift, "weight_type": w},
                      {"weight": weight, "bias": bias}),), ("x",), ("y",))
 

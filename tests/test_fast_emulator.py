@@ -61,7 +61,7 @@ def _random_mlp(seed: int):
     widths = [int(rng.integers(1, 48)) for _ in range(depth + 1)]
     act = list(ACTS)[seed % 3]
     x_t = FixedType(*ACTS[act], int(rng.integers(-2, 8)))
-    tensors = {"x": Tensor("x", widths[0], x_t)}
+    tensors = {"x": Tensor("x", (widths[0],), x_t)}
     ops = []
     cur, cur_t = "x", x_t
     for i in range(depth):
@@ -85,7 +85,7 @@ def _random_mlp(seed: int):
         y_t = FixedType(bits, signed, cur_t.frac + 0 - shift, rounding, saturation)
         name = f"fc{i}"
         y = f"h{i}" if i < depth - 1 else "y"
-        tensors[y] = Tensor(y, n, y_t)
+        tensors[y] = Tensor(y, (n,), y_t)
         ops.append(Op(name, "dense", (cur,), (y,),
                       {"relu": bool(rng.random() < 0.5), "shift": shift, "weight_type": FixedType(w_bits, True, 0)},
                       {"weight": w, "bias": b}))
@@ -141,7 +141,7 @@ def test_every_rounding_and_saturation_mode_with_ties(rounding, saturation):
         b = rng.integers(-300, 300, n)
         b[:4] = [4, -4, 12, -20]  # +-1/2, 3/2, -5/2 at shift 3 when x = 0
         yt = FixedType(8, True, -shift, rounding, saturation)
-        g = Graph("g", {"x": Tensor("x", k, xt), "y": Tensor("y", n, yt)},
+        g = Graph("g", {"x": Tensor("x", (k,), xt), "y": Tensor("y", (n,), yt)},
                   (Op("fc", "dense", ("x",), ("y",), {"relu": shift == 0, "shift": shift, "weight_type": wt},
                       {"weight": w, "bias": b}),), ("x",), ("y",))
         design = aieflow.compile(g, batch=4)
@@ -192,7 +192,7 @@ def test_float_rounding_equals_srs_in_every_mode(dtype):
 
 def _one_layer(w, b, xt, wt, yt, shift, relu=False) -> Graph:
     k, n = w.shape
-    return Graph("g", {"x": Tensor("x", k, xt), "y": Tensor("y", n, yt)},
+    return Graph("g", {"x": Tensor("x", (k,), xt), "y": Tensor("y", (n,), yt)},
                  (Op("fc", "dense", ("x",), ("y",), {"relu": relu, "shift": shift, "weight_type": wt},
                      {"weight": w, "bias": b}),), ("x",), ("y",))
 
@@ -273,13 +273,13 @@ def _residual(seed: int) -> Graph:
     x_t = FixedType(*ACTS[list(ACTS)[seed % 3]], 3)
     wt = FixedType(8, True, 0)
     types = [FixedType(*ACTS[list(ACTS)[int(rng.integers(0, 3))]], int(rng.integers(0, 6))) for _ in range(2)]
-    tensors = {"x": Tensor("x", k, x_t), "a": Tensor("a", n, types[0]), "b": Tensor("b", n, types[1])}
+    tensors = {"x": Tensor("x", (k,), x_t), "a": Tensor("a", (n,), types[0]), "b": Tensor("b", (n,), types[1])}
     ops = []
     for name, t in zip("ab", types):
         w = rng.integers(-3, 4, (k, n))
         typical = x_t.magnitude * 3 * np.sqrt(k)
         shift = max(1, int(np.log2(typical)) - t.bits + 3)
-        tensors[name] = Tensor(name, n, FixedType(t.bits, t.signed, x_t.frac - shift))
+        tensors[name] = Tensor(name, (n,), FixedType(t.bits, t.signed, x_t.frac - shift))
         ops.append(Op(f"fc_{name}", "dense", ("x",), (name,),
                       {"relu": bool(rng.random() < 0.5), "shift": shift, "weight_type": wt},
                       {"weight": w, "bias": rng.integers(-50, 50, n)}))
@@ -289,14 +289,14 @@ def _residual(seed: int) -> Graph:
     bits, signed = ACTS[list(ACTS)[int(rng.integers(0, 3))]]
     out_shift = int(rng.integers(-2, 4))
     s_t = FixedType(bits, signed, common - out_shift, rounding, saturation)
-    tensors["s"] = Tensor("s", n, s_t)
+    tensors["s"] = Tensor("s", (n,), s_t)
     ops.append(Op("join", "add", ("a", "b"), ("s",),
                   {"relu": bool(rng.random() < 0.5), "shift_a": common - fa, "shift_b": common - fb,
                    "shift": out_shift}))
     outputs = ("s",)
     if seed % 2:
         m = int(rng.integers(1, 20))
-        tensors["y"] = Tensor("y", m, FixedType(8, True, s_t.frac - 6))
+        tensors["y"] = Tensor("y", (m,), FixedType(8, True, s_t.frac - 6))
         ops.append(Op("fc_out", "dense", ("s",), ("y",), {"relu": False, "shift": 6, "weight_type": wt},
                       {"weight": rng.integers(-5, 6, (n, m)), "bias": rng.integers(-99, 99, m)}))
         outputs = ("y",)

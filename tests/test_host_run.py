@@ -134,11 +134,11 @@ def test_every_rounding_and_saturation_mode_on_the_host(tmp_path):
     rng = np.random.default_rng(11)
     modes = [(r, s) for r in Rounding for s in Saturation]
     width = 23
-    tensors = {"t0": Tensor("t0", width, FixedType(8, True, 0))}
+    tensors = {"t0": Tensor("t0", (width,), FixedType(8, True, 0))}
     ops = []
     for i, (r, s) in enumerate(modes):
         out = FixedType(8, True, 0, r, s)
-        tensors[f"t{i + 1}"] = Tensor(f"t{i + 1}", width, out)
+        tensors[f"t{i + 1}"] = Tensor(f"t{i + 1}", (width,), out)
         shift = -1 if i % 7 == 3 else 5  # a left shift now and then
         ops.append(Op(f"l{i}", "dense", (f"t{i}",), (f"t{i + 1}",),
                       {"relu": i % 4 == 0, "shift": shift, "weight_type": FixedType(8, True, 0)},

@@ -99,7 +99,7 @@ def _layers(specs: list[Spec], in_type: FixedType, k0: int, seed: int, offset: i
     saturation mode (i + offset) of the three. Weights and shifts put the typical output near the top of
     its range, so some sums saturate and most do not; "tie" layers shift by 1 to 3 bits, so ties are many."""
     rng = np.random.default_rng(seed)
-    tensors = {"x": Tensor("x", k0, in_type)}
+    tensors = {"x": Tensor("x", (k0,), in_type)}
     ops = []
     cur, cur_t, k = "x", in_type, k0
     for i, s in enumerate(specs):
@@ -132,7 +132,7 @@ def _layers(specs: list[Spec], in_type: FixedType, k0: int, seed: int, offset: i
             attrs["multiplier"] = m
         attrs["shift"] = shift
         y = f"t{i + 1}"
-        tensors[y] = Tensor(y, s.n, y_t, zero_point=s.zp)
+        tensors[y] = Tensor(y, (s.n,), y_t, zero_point=s.zp)
         ops.append(Op(f"q{i}", "dense", (cur,), (y,), attrs, {"weight": w, "bias": b}))
         cur, cur_t, k = y, y_t, s.n
     return Graph(f"requant{seed}", tensors, tuple(ops), ("x",), (cur,)).validate()

@@ -45,7 +45,7 @@ SATURATIONS = list(Saturation)
 
 def _graph(n: int, x_t: FixedType, y_t: FixedType, zp: int, bias, shift: int, multiplier: int, relu: bool,
            scale: int, x_zp: int = 0) -> Graph:
-    tensors = {"x": Tensor("x", n, x_t, zero_point=x_zp), "y": Tensor("y", n, y_t, zero_point=zp)}
+    tensors = {"x": Tensor("x", (n,), x_t, zero_point=x_zp), "y": Tensor("y", (n,), y_t, zero_point=zp)}
     op = requant_op("rq", "x", "y", bias, shift, multiplier, relu, scale)
     return Graph("g", tensors, (op,), ("x",), ("y",)).validate()
 
@@ -160,7 +160,7 @@ def test_check_numerics_refuses_what_the_kernel_cannot_do():
         (_graph(16, i8, i8, 0, np.zeros(15), 0, 1, False, 1), "one integer per feature"),
     ]
     g = _graph(16, i8, u8, 0, np.zeros(16), 0, 1, False, 1)
-    cases.append((dataclasses.replace(g, tensors={**g.tensors, "y": Tensor("y", 16, u8, zero_point=300)}),
+    cases.append((dataclasses.replace(g, tensors={**g.tensors, "y": Tensor("y", (16,), u8, zero_point=300)}),
                   "zero point"))
     for graph, words in cases:
         with pytest.raises(NumericsError) as e:
@@ -192,12 +192,12 @@ def test_candidates_split_the_features_and_name_the_kernels():
 def _mixed_graph() -> Graph:
     rng = np.random.default_rng(3)
     i8 = FixedType(8, True, 4)
-    t = {"x": Tensor("x", 24, i8),
-         "h": Tensor("h", 40, FixedType(8, True, 3, Rounding.CONV_EVEN)),
-         "r": Tensor("r", 40, FixedType(8, True, 3, Rounding.SYMMETRIC_INF)),
-         "s": Tensor("s", 40, FixedType(8, True, 2, Rounding.FLOOR)),
-         "q": Tensor("q", 40, FixedType(6, False, 2, Rounding.CONV_ODD, Saturation.SATURATE), 0.05, 3),
-         "y": Tensor("y", 10, FixedType(16, True, 6, Rounding.POSITIVE_INF))}
+    t = {"x": Tensor("x", (24,), i8),
+         "h": Tensor("h", (40,), FixedType(8, True, 3, Rounding.CONV_EVEN)),
+         "r": Tensor("r", (40,), FixedType(8, True, 3, Rounding.SYMMETRIC_INF)),
+         "s": Tensor("s", (40,), FixedType(8, True, 2, Rounding.FLOOR)),
+         "q": Tensor("q", (40,), FixedType(6, False, 2, Rounding.CONV_ODD, Saturation.SATURATE), 0.05, 3),
+         "y": Tensor("y", (10,), FixedType(16, True, 6, Rounding.POSITIVE_INF))}
     m, sh = choose_multiplier(0.61)
     ops = (dense_op("fc1", "x", "h", rng.integers(-60, 61, (24, 40)), rng.integers(-500, 500, 40),
                     FixedType(8, True, 6), 7),
@@ -264,7 +264,7 @@ def _chain_graph(n: int, seed: int) -> Graph:
     """A chain of requant ops, op i producing CHAIN[i]'s type with rounding mode i of the ten."""
     rng = np.random.default_rng(seed)
     cur, cur_t = "x", FixedType(8, True, 0)
-    tensors = {"x": Tensor("x", n, cur_t)}
+    tensors = {"x": Tensor("x", (n,), cur_t)}
     ops = []
     for i, (bits, signed, zp, mult, relu, scale, blim, sat) in enumerate(CHAIN):
         saturation = sat or SATURATIONS[i % 3]
@@ -287,7 +287,7 @@ def _chain_graph(n: int, seed: int) -> Graph:
         else:
             m, shift = 1, max(0, int(np.round(np.log2(typical / target))))
         y = f"t{i}"
-        tensors[y] = Tensor(y, n, y_t, zero_point=zp)
+        tensors[y] = Tensor(y, (n,), y_t, zero_point=zp)
         ops.append(requant_op(f"r{i}", cur, y, bias, shift, m, relu, scale))
         cur, cur_t = y, y_t
     return Graph("chain", tensors, tuple(ops), ("x",), (cur,)).validate()

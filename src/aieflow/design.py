@@ -167,7 +167,8 @@ class Design:
         from .simulate import fast as fast_path
 
         if fast is None:
-            samples = np.shape(x)[0] if np.ndim(x) == 2 else 1
+            tin = self.graph.tensors[self.graph.inputs[0]]
+            samples = np.shape(x)[0] if np.ndim(x) == len(tin.shape) + 1 else 1
             if samples > self.batch * 4:
                 try:
                     return fast_path.run(self, x, raw=raw)

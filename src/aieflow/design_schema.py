@@ -162,7 +162,18 @@ def validate(data) -> None:
         p = f"graph.tensors[{i}]"
         obj(t, p)
         tensors.add(_new_name(t, p, tensors, "a tensor"))
-        field(t, "features", p, integer, 1)
+        if "shape" in t or "features" not in t:  # 0.1 designs wrote a flat "features" count
+            shape = field(t, "shape", p, lst)
+            if not 1 <= len(shape) <= 4:
+                raise fail(f"{p}.shape", "must list 1 to 4 dimensions", shape)
+            for j, v in enumerate(shape):
+                integer(v, f"{p}.shape[{j}]", 1, 1 << 24)
+        else:
+            field(t, "features", p, integer, 1)
+        if "source_order" in t:
+            order = field(t, "source_order", p, lst)
+            if sorted(order) != list(range(len(t.get("shape", [0])))) or any(isinstance(v, bool) for v in order):
+                raise fail(f"{p}.source_order", "must order the shape's dimensions", order)
         ty = field(t, "type", p, obj)
         field(ty, "bits", f"{p}.type", integer, 1, 64)
         field(ty, "frac", f"{p}.type", integer, None)

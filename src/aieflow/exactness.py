@@ -103,12 +103,12 @@ def evaluate(graph: Graph, q: np.ndarray, stats: dict | None = None) -> dict[str
 
 
 def calibration_inputs(graph: Graph, samples: int = DEFAULT_SAMPLES, seed: int = 0) -> np.ndarray:
-    """Real inputs over the input's whole range: random grid points, half-way points (ties for the
-    source's input quantizer), and values past both ends (saturation)."""
+    """Real inputs over the input's whole range, in the model's own layout: random grid points, half-way
+    points (ties for the source's input quantizer), and values past both ends (saturation)."""
     t = graph.tensors[graph.inputs[0]]
     rng = np.random.default_rng(seed)
     lo, hi = t.type.qmin, t.type.qmax
-    q = rng.integers(lo, hi, (samples, t.features), endpoint=True).astype(np.float64)
+    q = rng.integers(lo, hi, (samples, *t.source_shape), endpoint=True).astype(np.float64)
     kind = rng.integers(0, 8, q.shape)
     q = np.where(kind == 0, q + 0.5, q)  # ties
     q = np.where(kind == 1, rng.uniform(lo - 4, hi + 4, q.shape), q)  # anywhere, saturating
@@ -122,11 +122,13 @@ def measure(imported, design=None, inputs: np.ndarray | None = None, samples: in
     x = inputs if inputs is not None else imported.calibration
     if x is None:
         x = calibration_inputs(graph, samples, seed)
-    ref = imported.reference(np.asarray(x))
+    # The source's values in its own layout; every comparison is made in the compiler's order.
+    ref = {t: graph.tensors[t].from_source(np.asarray(v)) if t in graph.tensors else v
+           for t, v in imported.reference(np.asarray(x)).items()}
     tin = graph.tensors[graph.inputs[0]]
     q_in = ref.get(graph.inputs[0])
     if q_in is None:
-        q_in = tin.quantize(x)
+        q_in = tin.quantize(tin.from_source(np.asarray(x)))
     q_in = np.asarray(q_in, dtype=np.int64)
     layers, unmeasured = [], []
     known = {graph.inputs[0]: q_in, **ref}  # the source's values every op is fed
@@ -141,7 +143,7 @@ def measure(imported, design=None, inputs: np.ndarray | None = None, samples: in
     if out not in ref:
         raise ModelError(f"the {imported.source} reference did not return the model output '{out}'")
     if design is not None:
-        mine = design.simulate(q_in, raw=True)
+        mine = graph.tensors[out].from_source(design.simulate(tin.to_source(q_in), raw=True))
     else:
         mine = evaluate(graph, q_in)[out]
     return ExactnessReport(imported.source, int(q_in.shape[0]), tuple(layers), _compare("model", out, mine, ref[out]),

@@ -131,7 +131,9 @@ def _data_files(design: Design) -> dict[str, str]:
     # graph input and output (aieflow.simulate.emulator), and the order of the PLIO accesses' tilings.
     # Each PLIO carries features [lo, hi) of its tensor.
     x = sample_input(design)
-    y = design.simulate(x, raw=True)
+    g = design.graph
+    tin, tout = g.tensors[g.inputs[0]], g.tensors[g.outputs[0]]
+    y = tout.from_source(design.simulate(tin.to_source(x), raw=True))  # both in the compiler's order
     files = {}
     for p in design.plios:
         storage = design.graph.tensors[p.tensor].type.storage

@@ -219,7 +219,7 @@ def _convert(model) -> tuple[Graph, dict[str, str]]:
                 raise ModelError(f"input type {t.text} cannot be stored as int8, uint8 or int16", node=name,
                                  hint="use a signed input type of at most 16 bits or an unsigned one of at most 8")
             n = _features(layer)
-            tensors[name] = Tensor(name, n, ft)
+            tensors[name] = Tensor(name, (n,), ft)
             inputs.append(name)
             lo, hi = _range(ft)
             values[name] = _Value(name, ft, lo, hi, None, name)
@@ -372,7 +372,7 @@ def _dense(layer, x: _Value, tensors, specs, before_activation: bool = False) ->
     spec = _DenseSpec(name, x.tensor, out, np.array(wq, dtype=np.int64).reshape(n_in, n_out),
                       wtype, np.array(bias, dtype=np.int64), F - st.frac, st, relu_for_storage)
     specs.append(spec)
-    tensors[out] = Tensor(out, n_out, st)
+    tensors[out] = Tensor(out, (n_out,), st)
     lo, hi = _range(st, nonneg=relu_for_storage)
     return _Value(out, st, lo, hi, spec, name)
 
@@ -392,7 +392,7 @@ def _wide_dense(name, x, wq, fx, bias, F, rt, fits, lows, highs, n_in, n_out, te
                       FixedType(max(2, _signed_bits(-wmax, wmax)), True, F - fx), np.array(bias, dtype=np.int64),
                       F - R.frac, R, False)
     specs.append(spec)
-    tensors[name] = Tensor(name, n_out, R)
+    tensors[name] = Tensor(name, (n_out,), R)
     return _Value(name, R, lo * 2**max(d, 0), hi * 2**max(d, 0), spec, name, wide=True, exact=exact)
 
 
@@ -418,7 +418,7 @@ def _activation_of_wide(layer, x: _Value, relu: bool, rt: ApType, tensors) -> _V
     spec.relu = relu or relu_for_storage
     tensors.pop(spec.out)
     spec.out = name
-    tensors[name] = Tensor(name, int(spec.weight.shape[1]), st)
+    tensors[name] = Tensor(name, (int(spec.weight.shape[1]),), st)
     lo, hi = _range(st, nonneg=spec.relu)
     return _Value(name, st, lo, hi, spec, name)
 
@@ -464,14 +464,14 @@ def _activation(layer, x: _Value, relu: bool, tensors, specs, changed) -> _Value
     spec = _DenseSpec(name, x.tensor, name, np.eye(n, dtype=np.int64), FixedType(2, True, 0),
                       np.zeros(n, dtype=np.int64), x.type.frac - st.frac, st, clamp, requant=True)
     specs.append(spec)
-    tensors[name] = Tensor(name, n, st)
+    tensors[name] = Tensor(name, (n,), st)
     lo2, hi2 = _range(st, nonneg=clamp)
     return _Value(name, st, lo2, hi2, spec, name)
 
 
 def _rename(spec: _DenseSpec, new: str, tensors) -> None:
     t = tensors.pop(spec.out)
-    tensors[new] = Tensor(new, t.features, t.type)
+    tensors[new] = Tensor(new, (t.features,), t.type)
     spec.out = new
 
 

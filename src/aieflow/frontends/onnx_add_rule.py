@@ -96,7 +96,7 @@ def quantize(node, ins, st, base):
 def finish(name: str, pending: PendingAdd, out: FixedType, st):
     """Record the IR op and its output tensor; return the output's meaning."""
     a, b = st.tensors[pending.a], st.tensors[pending.b]
-    st.tensors[name] = Tensor(name, a.features, out)
+    st.tensors[name] = Tensor(name, (a.features,), out)
     st.ops.append(add_op(pending.node, a, b, name, out, pending.relu))
     return _qdq().Quantized(name)
 

@@ -126,7 +126,7 @@ class QParams:
         frac = self.frac
         t = FixedType(self.bits, self.signed, frac if frac is not None else 0, Rounding.CONV_EVEN,
                       Saturation.SATURATE)
-        return Tensor(name, features, t, None if frac is not None else self.scale, self.zero_point)
+        return Tensor(name, (features,), t, None if frac is not None else self.scale, self.zero_point)
 
 
 _ONNX_INT_TYPES = {2: (8, False), 3: (8, True), 4: (16, False), 5: (16, True), 6: (32, True)}

@@ -426,7 +426,7 @@ def _quant(node, ins, st: _State):
     out, scale = _act_type(node, p)
     name = node.output[0]
     if isinstance(x, FloatInput):
-        st.tensors[name] = Tensor(name, x.features, out, scale, p.zero_point)
+        st.tensors[name] = Tensor(name, (x.features,), out, scale, p.zero_point)
         return Act(name)
     if isinstance(x, PendingDense):
         return _finish_dense(node, x, out, scale, p.zero_point, st)
@@ -658,7 +658,7 @@ def _finish_dense(node, dense: PendingDense, out: FixedType, out_scale: float | 
     name = node.output[0]
     if name in st.tensors:
         raise ModelError(f"tensor '{name}' is written twice", node=node_name(node))
-    st.tensors[name] = Tensor(name, n, out, out_scale, zp)
+    st.tensors[name] = Tensor(name, (n,), out, out_scale, zp)
     op_name = dense.node
     if any(op.name == op_name for op in st.ops):
         op_name = node_name(node)
@@ -673,7 +673,7 @@ def _finish_add(node, pending: PendingAdd, out: FixedType, out_scale, zp: int, s
     _check_add_type(node, out, out_scale, zp, "the output")
     a, b = st.tensors[pending.a], st.tensors[pending.b]
     name = node.output[0]
-    st.tensors[name] = Tensor(name, a.features, out)
+    st.tensors[name] = Tensor(name, (a.features,), out)
     st.ops.append(add_op(pending.node, a, b, name, out, pending.relu))
     return Act(name)
 

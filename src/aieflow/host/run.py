@@ -224,12 +224,19 @@ def build(design: Design, project_dir: Path, cxx: str | None = None) -> Path:
 
 
 def run_host(design: Design, project_dir: Path, x_raw: np.ndarray) -> np.ndarray:
-    """Output integers [samples, features] of the project's kernels run on the host on raw inputs x_raw."""
+    """Output integers of the project's kernels run on the host on raw input integers x_raw, both in the
+    model's own layout ([samples, features] for an MLP)."""
     from ..simulate.emulator import check_raw, samples
 
     g = design.graph
     tout = g.tensors[g.outputs[0]]
     x = check_raw(design, samples(design, x_raw)).astype(np.int64)
+    return tout.to_source(_run_binary(design, project_dir, x))
+
+
+def _run_binary(design: Design, project_dir: Path, x: np.ndarray) -> np.ndarray:
+    """[samples, features] output integers for [samples, features] input integers, compiler order."""
+    tout = design.graph.tensors[design.graph.outputs[0]]
     n = x.shape[0]
     if n == 0:
         return np.zeros((0, tout.features), dtype=np.int64)
@@ -271,10 +278,11 @@ def run(design: Design, project_dir: Path, x: np.ndarray, raw: bool = False) -> 
     from ..simulate.emulator import samples
 
     g = design.graph
+    tout = g.tensors[g.outputs[0]]
     x = samples(design, x)
-    q = g.tensors[g.inputs[0]].quantize(x) if x.dtype.kind == "f" else x
-    y = run_host(design, project_dir, q)
-    return y if raw else g.tensors[g.outputs[0]].dequantize(y)
+    q = g.tensors[g.inputs[0]].quantize(x) if x.dtype.kind == "f" else x.astype(np.int64)
+    y = _run_binary(design, project_dir, q)
+    return tout.to_source(y if raw else tout.dequantize(y))
 
 
 def run_project_files(design: Design, project_dir: Path) -> list[Path]:
@@ -294,7 +302,7 @@ def run_project_files(design: Design, project_dir: Path) -> list[Path]:
         if x is None:
             x = np.zeros((wire.shape[0], tin.features), dtype=np.int64)
         x[:, p.lo:p.hi] = wire[:, : p.hi - p.lo]
-    y = run_host(design, project_dir, x)
+    y = _run_binary(design, project_dir, x)
     out_dir = project_dir / "host_output" / "data"
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []

@@ -19,20 +19,21 @@ from ..tiling import read_tiles, write_tiles
 
 
 def samples(design: Design, x) -> np.ndarray:
-    """x as [samples, features] for this design's input (one sample may come as a vector), checked by
+    """x, in the model's own layout, as [samples, features] in the compiler's order, checked by
     aieflow.inputs: floats finite, integers in the input type's range."""
     return check_input(x, design.graph.tensors[design.graph.inputs[0]], allow_empty=True)
 
 
 def check_raw(design: Design, q: np.ndarray) -> np.ndarray:
-    """Raw input integers, refused when outside the input type."""
+    """Raw input integers, as samples() returns them (checked in range there), refused when not integers."""
     if q.dtype.kind not in "iu":
         raise DesignError(f"input of dtype {q.dtype}; give floats or integers")
-    return check_input(q, design.graph.tensors[design.graph.inputs[0]], allow_empty=True)
+    return q
 
 
 def run(design: Design, x: np.ndarray, raw: bool = False) -> np.ndarray:
-    """Outputs for inputs x [samples, features]: floats are quantized, integers taken as they are."""
+    """Outputs for inputs x (the model's own layout): floats are quantized, integers taken as they are; the
+    outputs come back in the model's own layout too."""
     g = design.graph
     tin = g.tensors[g.inputs[0]]
     tout = g.tensors[g.outputs[0]]
@@ -45,7 +46,7 @@ def run(design: Design, x: np.ndarray, raw: bool = False) -> np.ndarray:
         chunk[: len(part)] = part
         outs.append(_iteration(design, chunk)[: len(part)])
     y = np.concatenate(outs) if outs else np.zeros((0, tout.features), dtype=np.int64)
-    return y if raw else tout.dequantize(y)
+    return tout.to_source(y if raw else tout.dequantize(y))
 
 
 def _iteration(design: Design, x: np.ndarray) -> np.ndarray:

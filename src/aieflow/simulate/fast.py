@@ -223,7 +223,8 @@ def run_fast(design, q: np.ndarray, *, device: str = "auto", precision: str = "a
     """
     plan(design)  # an unknown op kind is refused before the input is looked at
     q = _check_raw(design, q)
-    return as_dtype(_execute(design, q, device, precision), np.int64)  # exact: holders carry integers < 2**53
+    tout = design.graph.tensors[design.graph.outputs[0]]
+    return tout.to_source(as_dtype(_execute(design, q, device, precision), np.int64))  # exact: integers < 2**53
 
 
 def quantize_input(x: np.ndarray, t: FixedType) -> np.ndarray:
@@ -267,9 +268,9 @@ def run(design, x: np.ndarray, raw: bool = False, *, device: str = "auto", preci
         raise DesignError(f"input of dtype {x.dtype}; give floats or integers")
     y = _execute(design, h, device, precision)
     if raw:
-        return as_dtype(y, np.int64)
+        return tout.to_source(as_dtype(y, np.int64))
     if not tout.plain:
-        return tout.dequantize(as_dtype(y, np.int64))
+        return tout.to_source(tout.dequantize(as_dtype(y, np.int64)))
     if y.dtype.kind == "f" and abs(tout.type.frac) < 1000:
-        return np.multiply(y, np.float64(2.0 ** -tout.type.frac))  # float64, times a power of two: exact
-    return dequantize(y, tout.type)
+        return tout.to_source(np.multiply(y, np.float64(2.0 ** -tout.type.frac)))  # times a power of two: exact
+    return tout.to_source(dequantize(y, tout.type))
