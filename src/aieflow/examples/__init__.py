@@ -1,0 +1,1 @@
+"""Model builders for tests, benchmarks and the demo (not part of the compiler)."""
