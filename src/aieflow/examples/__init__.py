@@ -6,6 +6,8 @@ Each module builds quantized models in code, seeded, so the same arguments give 
 - onnx_tools: models as the tools users quantize with make them (onnxruntime-quantized, torch fake-quant)
 - qonnx:      random QONNX MLPs, their inputs, and the IR's integer semantics op by op (run_graph)
 - brevitas:   a Brevitas MLP with a few seconds of training, random Brevitas MLPs
+- cnn:        QDQ CNNs built by hand (1-D and 2-D, pooling, residuals), random ones, and float PyTorch CNNs
+              exported with torch.onnx and quantized with onnxruntime's quantize_static
 
 Nothing is imported here: import the module you need (`from aieflow.examples.onnx_qdq import qdq_mlp`), so
 torch, brevitas, qonnx and onnxruntime are imported only when a builder that needs them runs.
