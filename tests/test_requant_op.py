@@ -182,7 +182,7 @@ def test_candidates_split_the_features_and_name_the_kernels():
     assert [s.layout for s in requant.output_slices(op, cfg)] == [(0, 48, 1, 48), (48, 96, 1, 48)]
     assert [s.peers for s in requant.input_slices(op, cfg, 0)] == [(kernel_id("rq", c, 0),) for c in range(2)]
     assert requant.pack(op, cfg)["bias"].shape == (2, 48) and requant.pack(op, cfg)["bias"].dtype == np.int32
-    assert family("requant") is requant and requant.macs(op, 4) == 0
+    assert family("requant") is requant and requant.macs(op, g, 4) == 0
     assert requant.cycles(cfg, VE2802) >= requant.cycle_terms(cfg, VE2802)["vector"]
 
 

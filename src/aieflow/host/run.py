@@ -130,7 +130,7 @@ def harness(design: Design, project_dir: Path) -> str:
                     body.append(f"        output_cascade<{acc}> co_{cid}{{&link[{s}]}};")
                     args.append(f"&co_{cid}")
                 if role in ("single", "last"):
-                    body += [f"        alignas(64) static {ns}::layer::out_t Y_{cid}[{emit.host_output_elements(cfg)}];",
+                    body += [f"        alignas(64) static {ns}::layer::out_t Y_{cid}[{emit.host_output_elements(cfg, c)}];",
                              f"        adf::output_buffer<{ns}::layer::out_t> O_{cid}{{Y_{cid}}};"]
                     args.append(f"O_{cid}")
                 body.append(f"        K_{cid}.run({', '.join(args)});")

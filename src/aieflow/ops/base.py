@@ -9,18 +9,19 @@ A family is one folder, aieflow/ops/<kind>/, found by aieflow.ops.family(kind). 
   candidates(op, graph, device, batch)      every legal Config, fewest tiles first
   tile_buffers(cfg, stage, device)          (name, bytes) a kernel at that cascade stage keeps in its banks
   pack(op, cfg)                             the integers the kernels hold (weights, bias, ...)
-  input_slices(op, cfg, port)               which kernels read which part of input `port` (Slices)
-  output_slices(op, cfg)                    which kernel writes which part of the output (Slices)
+  input_slices(op, cfg, port)               which kernels read which part of input `port`: Slices of the
+                                            features, or Windows of a feature map (halos, padding)
+  output_slices(op, cfg)                    which kernel writes which part of the output (likewise)
   evaluate(op, graph, values, stats=None)   the op's integers on a whole batch, by the IR's definition (the
                                             one definition exactness and the tests use); `stats` counts ties
                                             and saturations of its rounding (numerics.requantize)
   emulate(layer, graph, inputs)             kernel output streams from kernel input streams (structural)
-  cycle_terms(cfg, device), cycles(cfg, device), latency(cfg, device), macs(op, batch)
+  cycle_terms(cfg, device), cycles(cfg, device), latency(cfg, device), macs(op, graph, batch)
 and three modules beside it:
   emit.py   sources(design, layers), graph_fragment(design, layer, ns), RESERVED_NAMES (C++ names its
             shared code declares), HOST_INPUTS (the layer struct's type of each kernel input port) and
-            host_output_elements(cfg) (elements of one kernel's output buffer): the project writer and the
-            host run ask these
+            host_output_elements(cfg, chain) (elements of the output buffer of chain `chain`'s last
+            kernel): the project writer and the host run ask these
   check.py  the family's legality rules for the independent checker, re-derived from the catalog: it
             imports only the design, the device catalog and numerics, never the family's planner:
             input_ports(layer), buffers(design, layer, stage), PROGRAM_BYTES, rules(design, layer)
@@ -95,6 +96,40 @@ class Slice:
     @property
     def layout(self) -> tuple[int, int, int, int]:
         return (self.lo, self.hi, self.rows, self.cols)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A box of a feature map that one kernel port reads or writes, in the tensor's own coordinates.
+
+    A feature map of per-sample shape (H, W, C) (or (L, C), taken as H = 1) is held channels last: the box
+    is offset (c, w, h) and size (c, w, h), and its stream is the box's values in that same order, channels
+    fastest, then columns, rows, and the batch outermost: [B][h][w][c]. A reader's box may reach past the
+    map (negative offsets, or past its end): those positions read as zeros, the memory tiles' zero padding,
+    which is how a convolution's border and a row split's halo arrive without a kernel touching them. A
+    writer's box lies inside the map. `peers` as for Slice.
+    """
+
+    offset: tuple[int, int, int]
+    size: tuple[int, int, int]
+    peers: tuple[str, ...]
+
+    @property
+    def rows(self) -> tuple[int, int]:
+        return (self.offset[2], self.offset[2] + self.size[2])
+
+    @property
+    def layout(self) -> tuple:
+        return ("window", self.offset, self.size)
+
+
+def map_dims(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """(C, W, H) of a feature map's per-sample shape (H, W, C) or (L, C) (a 1-D map is one row)."""
+    if len(shape) == 3:
+        return (int(shape[2]), int(shape[1]), int(shape[0]))
+    if len(shape) == 2:
+        return (int(shape[1]), int(shape[0]), 1)
+    raise ValueError(f"a feature map has 2 or 3 dimensions, not shape {shape}")
 
 
 def kernel_id(layer: str, chain: int, stage: int) -> str:

@@ -79,7 +79,7 @@ def predict(design: Design) -> Performance:
             bound = slowest_stream
         else:
             bound = max(compute, key=compute.get)
-        layers.append(LayerPerf(layer.op.name, layer.op.kind, layer.config.tiles, fam.macs(layer.op, design.batch),
+        layers.append(LayerPerf(layer.op.name, layer.op.kind, layer.config.tiles, fam.macs(layer.op, design.graph, design.batch),
                                 cycles, fam.latency(layer.config, dev),
                                 dict(sorted(terms.items(), key=lambda kv: -kv[1])), bound))
     plio = _plio_cycles(design)

@@ -209,7 +209,7 @@ def cycles(cfg: Config, device: Device) -> int:
     return cycles_from_terms(cycle_terms(cfg, device))
 
 
-def macs(op: Op, batch: int) -> int:
+def macs(op: Op, graph: Graph, batch: int) -> int:
     """Multiply-accumulates per graph iteration: none (an add's work is counted in its cycles only)."""
     return 0
 

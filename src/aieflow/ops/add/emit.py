@@ -23,7 +23,7 @@ RESERVED_NAMES = frozenset({"aieflow_add"})
 HOST_INPUTS = ("a_t", "b_t")
 
 
-def host_output_elements(cfg) -> int:
+def host_output_elements(cfg, chain: int) -> int:
     """Elements of one kernel's output buffer: B x NT."""
     return cfg.batch * cfg.n_tile
 

@@ -354,7 +354,7 @@ def cycles(cfg: Config, device: Device) -> int:
     return cycles_from_terms(cycle_terms(cfg, device))
 
 
-def macs(op: Op, batch: int) -> int:
+def macs(op: Op, graph: Graph, batch: int) -> int:
     """Multiply-accumulates of the layer per graph iteration (the real sizes, not the padding)."""
     k_in, n_out = op.params["weight"].shape
     return batch * k_in * n_out

@@ -34,7 +34,7 @@ RESERVED_NAMES = frozenset({"dense", "aieflow_dense"})
 HOST_INPUTS = ("in_t",)
 
 
-def host_output_elements(cfg) -> int:
+def host_output_elements(cfg, chain: int) -> int:
     """Elements of the output buffer of a chain's last kernel: B x NT."""
     return cfg.batch * cfg.n_tile
 

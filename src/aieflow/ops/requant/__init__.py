@@ -255,7 +255,7 @@ def cycles(cfg: Config, device: Device) -> int:
     return cycles_from_terms(cycle_terms(cfg, device))
 
 
-def macs(op: Op, batch: int) -> int:
+def macs(op: Op, graph: Graph, batch: int) -> int:
     """Multiply-accumulates per graph iteration: none counted (the work is in the cycles)."""
     return 0
 

@@ -25,7 +25,7 @@ RESERVED_NAMES = frozenset({"aieflow_requant"})
 HOST_INPUTS = ("in_t",)
 
 
-def host_output_elements(cfg) -> int:
+def host_output_elements(cfg, chain: int) -> int:
     """Elements of one kernel's output buffer: B x NT."""
     return cfg.batch * cfg.n_tile
 # Alignment of the bias arrays: one 256-bit vector load (AM020), as for dense's parameters.
