@@ -78,7 +78,7 @@ def _cases(d):
     yield "memtile channels", _gen(d, memtile_mm2s=1), "MM2S channels"
     yield "memtile descriptors", _gen(d, memtile_bds=2), "buffer descriptors"
     wrong = dc.replace(r0, buffer_dimension=(r0.buffer_dimension[0] + 1, r0.buffer_dimension[1]))
-    yield "tiling buffer mismatch", _buffer(d, reader_buf, readers=(dc.replace(rb.readers[0], tiling=wrong),) + rb.readers[1:]), "describes a"
+    yield "tiling buffer mismatch", _buffer(d, reader_buf, readers=(dc.replace(rb.readers[0], tiling=wrong),) + rb.readers[1:]), "views a"
     far = dc.replace(r0, offset=(r0.buffer_dimension[0], 0))
     yield "tiling outside", _buffer(d, reader_buf, readers=(dc.replace(rb.readers[0], tiling=far),) + rb.readers[1:]), "outside the buffer"
     yield "too many dimensions", _gen(d, memtile_dims=1), "addressing"

@@ -174,8 +174,8 @@ def _memory_tiles(design: Design) -> list[str]:
     return found
 
 
-def _footprint(t) -> tuple[np.ndarray, np.ndarray]:
-    """Feature columns and rows an access touches (before the boundary), as index ranges per dimension."""
+def _footprint(t) -> list[tuple[int, int]]:
+    """[lo, hi) per dimension of the box an access's tiles cover (before the boundary)."""
     spans = []
     for d in range(len(t.buffer_dimension)):
         steps = [s for s in t.traversal if s.dimension == d]
@@ -185,32 +185,60 @@ def _footprint(t) -> tuple[np.ndarray, np.ndarray]:
     return spans
 
 
+def _mask(dims, spans) -> np.ndarray:
+    """The buffer's elements (flat, dimension 0 fastest) inside the box `spans` (clipped to the buffer)."""
+    m = np.zeros(tuple(reversed(dims)), dtype=bool)
+    m[tuple(slice(max(lo, 0), max(min(hi, n), 0)) for (lo, hi), n in reversed(list(zip(spans, dims))))] = True
+    return m.ravel()
+
+
 def _tilings(design: Design) -> list[str]:
-    """Every access stays inside its buffer, writers cover what readers read, and at most 4 dimensions."""
+    """Every access views its buffer's memory whole, at most the memory tile's dimensions; a writer stays
+    inside the buffer and a reader inside it or its padding (boundary); writers cover what readers read."""
     gen = design.device.generation
     found = []
     for b in design.memtile_buffers:
-        written = np.zeros(b.dims[0], dtype=bool)
+        elements = int(np.prod([int(d) for d in b.dims], dtype=object))
+        if not 0 < elements <= gen.memtile_bytes:
+            continue  # no memory tile holds it: _memory_tiles says so, and its accesses cannot be mapped
+        written = np.zeros(elements, dtype=bool)
+        reads = []
         for kind, accesses in (("writer", b.writers), ("reader", b.readers)):
             for a in accesses:
                 t = a.tiling
-                if tuple(t.buffer_dimension) != tuple(b.dims):
-                    found.append(f"{b.name}: a {kind} tiling describes a {t.buffer_dimension} buffer, not {b.dims}")
+                if int(np.prod([int(d) for d in t.buffer_dimension], dtype=object)) != elements:
+                    found.append(f"{b.name}: a {kind} tiling views a {list(t.buffer_dimension)} buffer, not the "
+                                 f"{elements} elements of {list(b.dims)}")
                     continue
                 if len(t.buffer_dimension) > gen.memtile_dims:
                     found.append(f"{b.name}: {len(t.buffer_dimension)}-D access > {gen.memtile_dims}-D addressing")
                 spans = _footprint(t)
-                if any(lo < 0 or hi > n for (lo, hi), n in zip(spans, b.dims)):
-                    found.append(f"{b.name}: a {kind} tiling reaches {spans} outside the buffer {b.dims}")
-                    continue
+                outside = any(lo < 0 or hi > n for (lo, hi), n in zip(spans, t.buffer_dimension))
                 if kind == "writer":
-                    written[spans[0][0]:spans[0][1]] = True
-                else:
-                    edge = (t.boundary_dimension or t.buffer_dimension)[0]
-                    lo, hi = spans[0][0], min(spans[0][1], edge)
-                    if hi > lo and not written[lo:hi].all():
-                        found.append(f"{b.name}: a reader of {a.peers[0]} reads features {lo}..{hi} "
-                                     "that no writer stores")
+                    if outside or t.boundary_dimension is not None:
+                        found.append(f"{b.name}: a writer tiling reaches {spans} outside the buffer "
+                                     f"{list(t.buffer_dimension)}")
+                        continue
+                    written |= _mask(t.buffer_dimension, spans)
+                    continue
+                edge = t.boundary_dimension
+                if any(lo >= n or hi <= 0 for (lo, hi), n in zip(spans, t.buffer_dimension)):
+                    found.append(f"{b.name}: a reader tiling reaches {spans} outside the buffer "
+                                 f"{list(t.buffer_dimension)}: it would read nothing but padding")
+                    continue
+                if outside and edge is None:
+                    found.append(f"{b.name}: a reader tiling reaches {spans} outside the buffer "
+                                 f"{list(t.buffer_dimension)} without zero padding (a boundary)")
+                    continue
+                # What the reader takes from memory: its box inside both the boundary and the buffer.
+                inside = [(max(lo, 0), min(hi, e, n)) for (lo, hi), e, n in
+                          zip(spans, edge or t.buffer_dimension, t.buffer_dimension)]
+                reads.append((a.peers[0], _mask(t.buffer_dimension, inside)))
+        for peer, need in reads:
+            missing = need & ~written
+            if missing.any():
+                found.append(f"{b.name}: a reader of {peer} reads {int(missing.sum())} element(s) that no writer "
+                             "stores")
     return found
 
 
@@ -269,7 +297,10 @@ def _plio(design: Design) -> list[str]:
             found.append(f"PLIO {p.name} carries unknown tensor {p.tensor}")
             continue
         width = p.hi - p.lo
-        if not (0 <= p.lo < p.hi <= t.features) or p.row < width or (p.row * t.type.storage_bits // 8) % gen.word_bytes \
+        # A flat tensor's samples are whole words each; a feature map's iteration is (its samples are back
+        # to back in the memory tile, with no room for padding between them).
+        words = p.elements if len(t.shape) > 1 else p.row
+        if not (0 <= p.lo < p.hi <= t.features) or p.row < width or (words * t.type.storage_bits // 8) % gen.word_bytes \
                 or p.elements != design.batch * p.row:
             found.append(f"PLIO {p.name} carries {p.row} elements a sample ({p.elements} an iteration) for "
                          f"features {p.lo}..{p.hi} of {t.features} {t.type.storage}: not whole {gen.word_bytes}-byte words")

@@ -20,7 +20,7 @@ from ..devices import Device
 from ..errors import MappingError
 from ..ir import Graph
 from ..ops import family
-from ..ops.base import Slice
+from ..ops.base import Slice, Window, map_dims
 from ..tiling import Tiling, Traversal
 from .directives import Directive
 from .place import Box
@@ -144,6 +144,11 @@ def plan(graph: Graph, configs: dict, boxes: dict[str, Box], device: Device, bat
                     continue
                 readers += [(r, boxes[op.name].col + i) for i, r in enumerate(wanted)]
 
+        if len(t.shape) > 1:  # a feature map: its buffers hold whole rows of the map (see _plan_map)
+            _plan_map(t, prod, writers, readers, device, batch, padded, tiles, buffers, plios, plio_names,
+                      tensor in graph.outputs, boxes)
+            continue
+
         if prod is None:
             free = device.plio_inputs - sum(p.direction == "in" for p in plios)
             for lo, hi in _plio_ranges(t.features, [r for r, _ in readers], free, t.type.storage_bits, device):
@@ -211,6 +216,122 @@ def plan(graph: Graph, configs: dict, boxes: dict[str, Box], device: Device, bat
         raise MappingError(f"the design needs more PLIO ports than {device.name} offers "
                            f"({device.plio_inputs} in / {device.plio_outputs} out)")
     return Plan(tuple(buffers), tuple(plios), tuple(links))
+
+
+def _plan_map(t, prod, writers: list, readers: list, device: Device, batch: int, padded: int, tiles: "_Memtiles",
+              buffers: list, plios: list, plio_names: set, is_output: bool, boxes: dict) -> None:
+    """Memory-tile buffers of a feature map (a tensor of shape (H, W, C) or (L, C)).
+
+    A buffer holds whole rows [r0, r1) of the map, channels last, for every sample: dims (C, W, r1 - r0, B).
+    Each reader's rows (its window's rows inside the map, or the rows a flat slice of the features spans)
+    and every writer that overlaps them must lie in one buffer, since a write can drop nothing; readers are
+    grouped in row order into as few such buffers as memory-tile room and DMA channels allow (a writer feeds
+    every buffer its rows meet). Windows are accessed as boxes of the 4-D buffer (zero padding past the
+    map, the rows past the batch and the channels past C through the boundary); flat slices as blocks of
+    the same memory seen as [B][(r1 - r0) * W * C]. The graph's input arrives on one PLIO and its output
+    leaves on one, each a whole sample of the map a row.
+    """
+    gen = device.generation
+    c, w, h = map_dims(t.shape)
+    per_row = w * c
+    features = t.features
+    if prod is None or is_output:
+        # The samples of an iteration follow each other on the wire unpadded (the map's layout in the memory
+        # tile has no room between samples), so it is the iteration that must be whole words (a PLIO of a
+        # band of rows carries whole rows: a row of the map must then be whole words too).
+        nbytes = batch * (features if prod is None else per_row) * t.type.storage_bits // 8
+        if nbytes % gen.word_bytes:
+            raise MappingError(f"feature map '{t.name}' of {list(t.shape)} is {nbytes} bytes an iteration of "
+                               f"{batch} samples, not whole {gen.word_bytes}-byte PLIO words",
+                               hint="use a batch that makes whole words (a multiple of 4 for 8-bit maps)")
+    if prod is None:
+        name = f"in_{sum(p.direction == 'in' for p in plios)}"
+        plios.append(Plio(name, "in", t.name, device.plio_bits, 0, features, features, batch * features))
+        plio_names.add(name)
+        writers = [Slice(0, features, batch, features, (name,))]
+    readers = list(readers)
+
+    def span(a) -> tuple[int, int]:
+        if isinstance(a, Window):
+            return max(a.offset[2], 0), min(a.offset[2] + a.size[2], h)
+        return a.lo // per_row, min(-(-min(a.hi, features) // per_row), h)
+
+    if is_output:
+        # One output PLIO per band of rows whose writers one memory tile can collect.
+        col = boxes[prod.name].col + boxes[prod.name].width - 1 if prod is not None else 0
+        bands: list[list[int]] = []  # [first row, end row, writers]
+        for x in sorted(writers, key=span):
+            r0, r1 = span(x)
+            # A writer overlapping the band must join it; another joins while the band has channels left.
+            if bands and (r0 < bands[-1][1] or bands[-1][2] < gen.memtile_s2mm):
+                bands[-1][1] = max(bands[-1][1], r1)
+                bands[-1][2] += 1
+            else:
+                bands.append([r0, r1, 1])
+        if len(bands) > device.plio_outputs - sum(p.direction == "out" for p in plios):
+            raise MappingError(f"graph output '{t.name}' needs {len(bands)} PLIO ports", hint="use fewer row splits")
+        for r0, r1, _ in bands:
+            lo, hi = r0 * per_row, r1 * per_row
+            name = f"out_{sum(p.direction == 'out' for p in plios)}"
+            plios.append(Plio(name, "out", t.name, device.plio_bits, lo, hi, hi - lo, batch * (hi - lo)))
+            plio_names.add(name)
+            readers.append((Slice(lo, hi, batch, hi - lo, (name,)), col))
+
+    def rows_of(group) -> tuple[tuple[int, int], list]:
+        """The rows a group of readers needs, grown until every writer it meets lies inside, and those writers."""
+        r0 = min(span(a)[0] for a, _ in group)
+        r1 = max(span(a)[1] for a, _ in group)
+        while True:
+            met = [x for x in writers if span(x)[0] < r1 and r0 < span(x)[1]]
+            n0, n1 = min([r0] + [span(x)[0] for x in met]), max([r1] + [span(x)[1] for x in met])
+            if (n0, n1) == (r0, r1):
+                return (r0, r1), met
+            r0, r1 = n0, n1
+
+    def size(rows: tuple[int, int]) -> int:
+        return (rows[1] - rows[0]) * per_row * padded * t.type.storage_bits // 8
+
+    def fits(group) -> bool:
+        rows, met = rows_of(group)
+        return len(group) <= gen.memtile_mm2s and len(met) <= gen.memtile_s2mm and size(rows) <= gen.memtile_bytes
+
+    def access(a, rows: tuple[int, int], reader: bool) -> Access:
+        r0, r1 = rows
+        dims = (c, w, r1 - r0, padded)
+        if isinstance(a, Window):
+            boundary = (c, w, r1 - r0, batch) if reader else None
+            (c0, w0, h0), (sc, sw, sh) = a.offset, a.size
+            return Access(Tiling(dims, (sc, sw, sh, padded), (c0, w0, h0 - r0, 0), (), boundary), a.peers)
+        flat = ((r1 - r0) * per_row, padded)
+        lo = r0 * per_row
+        boundary = (min(features, r1 * per_row) - lo, batch) if reader else None
+        return Access(_tiling(a, lo, flat, boundary, a.peers[0] in plio_names), a.peers)
+
+    def flush(group) -> None:
+        rows, met = rows_of(group)
+        near = sorted(col for _, col in group)[len(group) // 2]
+        col, row, offset = tiles.take(near, size(rows), len(met), len(group), f"tensor '{t.name}'")
+        buffers.append(MemtileBuffer(f"mt_{len(buffers)}", t.name, col, row, offset, t.type.storage,
+                                     (c, w, rows[1] - rows[0], padded),
+                                     tuple(access(x, rows, False) for x in met),
+                                     tuple(access(a, rows, True) for a, _ in group)))
+
+    group: list = []
+    for r in sorted(readers, key=lambda x: span(x[0])):
+        if fits(group + [r]):
+            group.append(r)
+            continue
+        if group:
+            flush(group)
+        if not fits([r]):
+            rows, met = rows_of([r])
+            # Too many writers is the producer's split to change; too many bytes, the reader's.
+            blame = prod.name if prod is not None and len(met) > gen.memtile_s2mm else _reader_op(r[0])
+            raise Infeasible(blame, f"rows {rows[0]}..{rows[1]} of feature map '{t.name}' need "
+                             f"{size(rows)} bytes and {len(met)} writers in one memory tile")
+        group = [r]
+    if group:
+        flush(group)
 
 
 def _plio_ranges(features: int, readers: list[Slice], free: int, bits: int, device: Device) -> list[tuple[int, int]]:

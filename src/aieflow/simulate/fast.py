@@ -263,7 +263,7 @@ def run(design, x: np.ndarray, raw: bool = False, *, device: str = "auto", preci
     if x.dtype.kind == "f":
         h = _quantize_holder(x, tin.type) if tin.plain else tin.quantize(x)
     elif x.dtype.kind in "iu":
-        h = _check_raw(design, x)
+        h = emulator.check_raw(design, x)
     else:
         raise DesignError(f"input of dtype {x.dtype}; give floats or integers")
     y = _execute(design, h, device, precision)

@@ -27,10 +27,10 @@ the DMA, never from the kernel.
                                    (n_out: the chain's real channels, n_tile but for the last chain)
   weights of tile (c, s)           [n_tile/N][KH][KW][k_tile/K][K][N]   (depthwise: [KH][KW][n_tile])
   bias of chain j                  [n_tile]
-rows_in = (rows - 1) * SH + KH; cols_in = (WO - 1) * SW + KW + SW - 1 (a stride-2 kernel loads 2M pixels
-at a time and keeps every other: one column more). The kernel computes ceil(WO / M) blocks of M pixels a
-row, the last block moved left to end at WO (it overlaps its neighbour, recomputing a few pixels), so WO
-must be at least M.
+rows_in = (rows - 1) * SH + KH; cols_in = (max(WO, M) - 1) * SW + KW + SW - 1 (a stride-2 kernel loads
+2M pixels at a time and keeps every other: one column more). The kernel computes ceil(WO / M) blocks of M
+pixels a row, the last block moved left to end at WO (it overlaps its neighbour, recomputing a few
+pixels); a row narrower than M is one block whose pixels past WO are computed from zeros and not stored.
 """
 
 from __future__ import annotations
@@ -88,7 +88,10 @@ class Config:
 
     @property
     def cols_in(self) -> int:
-        return (self.out_shape[1] - 1) * self.strides[1] + self.kernel[1] + self.strides[1] - 1
+        """Input columns a kernel reads: those of max(WO, M) output pixels (a row narrower than a pixel
+        block is computed as one block, the pixels past WO never stored), plus one for stride 2."""
+        wide = max(self.out_shape[1], self.microtile[0])
+        return (wide - 1) * self.strides[1] + self.kernel[1] + self.strides[1] - 1
 
     @property
     def in_features(self) -> int:
@@ -268,7 +271,7 @@ def candidates(op: Op, graph: Graph, device: Device, batch: int) -> list[Config]
     """Every legal split (microtile, stages, chains, row splits) whose buffers fit the banks, fewest tiles first.
 
     Row splits divide the output rows evenly (every kernel writes whole rows of the map); a chain or stage
-    of nothing but padding is skipped; the microtile's M is at most the output width.
+    of nothing but padding is skipped.
     """
     (h, w, c), (ho, wo, co), kernel, strides, pads = _geometry(op, graph)
     x, y, wt = (graph.tensors[op.inputs[0]].type, graph.tensors[op.outputs[0]].type, op.attrs["weight_type"])
@@ -278,7 +281,7 @@ def candidates(op: Op, graph: Graph, device: Device, batch: int) -> list[Config]
     from ..dense.emit import finish_vector_ops  # emit imports the dense family
 
     extra = finish_vector_ops(op, graph, prec.accumulator_bits) + (2 if op.attrs.get("clip") else 0)
-    shapes = [(1, LANES, LANES)] if depthwise else [m for m in prec.microtiles if m[0] <= wo]
+    shapes = [(1, LANES, LANES)] if depthwise else list(prec.microtiles)
     splits = [r for r in range(1, ho + 1) if ho % r == 0 and r <= device.rows]
     found = []
     for m, k, n in shapes:

@@ -20,7 +20,8 @@ def buffers(design, layer, stage: int) -> dict[str, int]:
     sh, sw = cfg.strides
     ho, wo, _ = cfg.out_shape
     rows_in = (cfg.rows - 1) * sh + kh
-    cols_in = (wo - 1) * sw + kw + sw - 1
+    m = 1 if cfg.depthwise else cfg.microtile[0]
+    cols_in = (max(wo, m) - 1) * sw + kw + sw - 1
     per_tap = cfg.n_tile * (1 if cfg.depthwise else cfg.k_tile)
     need = {"weights": kh * kw * per_tap * cfg.weight_bits // 8,
             "in_ping": cfg.batch * rows_in * cols_in * cfg.k_tile * storage_bytes(cfg.act_bits),
@@ -33,8 +34,8 @@ def buffers(design, layer, stage: int) -> dict[str, int]:
 
 
 def rules(design, layer) -> list[str]:
-    """Whole microtiles; the tiles cover the channels and the rows; a row of output holds a pixel block;
-    the windows the kernels read are what the map, its padding and the stride give."""
+    """Whole microtiles; the tiles cover the channels and the rows; the window, padding and stride make
+    the output map."""
     cfg, name = layer.config, layer.op.name
     found = []
     m, k, n = cfg.microtile
@@ -48,10 +49,11 @@ def rules(design, layer) -> list[str]:
                      f"does not make {ho}x{wo}")
     if cfg.k_tile % k or cfg.n_tile % n:
         found.append(f"{name}: {cfg.k_tile} input and {cfg.n_tile} output channels per kernel are not whole {m}x{k}x{n} microtiles")
-    if not cfg.depthwise and m > wo:
-        found.append(f"{name}: a block of {m} output pixels is wider than the {wo}-pixel rows")
-    stages = 1 if cfg.depthwise else cfg.cas_length
-    if cfg.k_tile * stages < (co if cfg.depthwise else c) or cfg.n_tile * cfg.chains < co:
+    if cfg.depthwise:  # each chain reads the channels it writes
+        short = cfg.k_tile != cfg.n_tile or cfg.cas_length != 1 or cfg.n_tile * cfg.chains < co
+    else:
+        short = cfg.k_tile * cfg.cas_length < c or cfg.n_tile * cfg.chains < co
+    if short:
         found.append(f"{name}: the tile grid does not cover {c} input and {co} output channels")
     if cfg.rows * cfg.row_splits != ho:
         found.append(f"{name}: {cfg.row_splits} row splits of {cfg.rows} rows do not make the {ho} output rows")
