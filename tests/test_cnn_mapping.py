@@ -209,3 +209,12 @@ def test_a_wrong_input_layout_is_one_clear_error():
     design = _small_design()
     with pytest.raises(aieflow.AieflowError, match=r"expects \[samples, 4, 6, 8\] \(NCHW"):
         design.simulate(np.zeros((2, 6, 8, 4)))
+
+
+def test_the_performance_model_counts_conv_macs_and_their_share_of_the_peak():
+    from aieflow.report.perf import predict
+
+    design = _small_design()
+    lp = predict(design).layers[0]
+    assert lp.macs == 2 * 6 * 8 * 3 * 3 * 4 * 8  # batch x output pixels x window x in x out channels
+    assert 0 < lp.mac_load <= 1

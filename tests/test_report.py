@@ -75,7 +75,7 @@ def test_markdown_has_a_row_per_layer(which, request, written):
     assert len(rows) == len(design.layers)
     for row, lp in zip(rows, predict(design).layers):
         cells = [c.strip().strip("*") for c in row.strip("|").split(" | ")]
-        assert cells[0] == lp.name and cells[5] == f"{lp.cycles:,}" and cells[8] == lp.bound
+        assert cells[0] == lp.name and cells[5] == f"{lp.cycles:,}" and cells[10] == lp.bound
     assert "```text" in md and "row  0 |" in md  # the placement map
 
 

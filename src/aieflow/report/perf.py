@@ -26,6 +26,9 @@ class LayerPerf:
     latency_cycles: int  # first input word to last output word of one iteration
     terms: dict[str, int]  # what the cycles are made of, largest term first
     bound: str  # the term that sets `cycles`
+    # MACs over what the layer's tiles could do in its cycles at the catalog's rate for its operand types
+    # (AMD's tutorials call it the vector load); 0 for a layer that counts no MACs.
+    mac_load: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -79,9 +82,10 @@ def predict(design: Design) -> Performance:
             bound = slowest_stream
         else:
             bound = max(compute, key=compute.get)
-        layers.append(LayerPerf(layer.op.name, layer.op.kind, layer.config.tiles, fam.macs(layer.op, design.graph, design.batch),
-                                cycles, fam.latency(layer.config, dev),
-                                dict(sorted(terms.items(), key=lambda kv: -kv[1])), bound))
+        macs = fam.macs(layer.op, design.graph, design.batch)
+        layers.append(LayerPerf(layer.op.name, layer.op.kind, layer.config.tiles, macs, cycles,
+                                fam.latency(layer.config, dev), dict(sorted(terms.items(), key=lambda kv: -kv[1])),
+                                bound, _mac_load(layer, macs, cycles, dev)))
     plio = _plio_cycles(design)
     stages = [(l.cycles, l.name, l.bound) for l in layers] + [(c, f"PLIO {n}", "plio") for n, c in plio.items()]
     interval, bottleneck, term = max(stages)
@@ -97,6 +101,16 @@ def predict(design: Design) -> Performance:
         tiles_used=len(design.tiles), tiles_total=dev.tiles,
         memtiles_used=len({(b.col, b.row) for b in design.memtile_buffers}),
         memtile_buffers=len(design.memtile_buffers), layers=tuple(layers))
+
+
+def _mac_load(layer, macs: int, cycles: int, dev) -> float:
+    """macs / (cycles x tiles x MACs a cycle), at the rate of the layer's operand types where its config
+    names them (act_bits, weight_bits), else the int8 rate."""
+    cfg = layer.config
+    key = f"{getattr(cfg, 'act_bits', 8)}x{getattr(cfg, 'weight_bits', 8)}"
+    prec = dev.generation.precisions.get(key) or dev.generation.precisions["8x8"]
+    capacity = cycles * cfg.tiles * prec.macs_per_cycle
+    return macs / capacity if capacity else 0.0
 
 
 def _critical_path(design: Design, layer_latency: dict[str, int], plio: dict[str, int]) -> int:

@@ -218,7 +218,8 @@ def _rows(data: dict) -> list[dict]:
     return [{"name": e["name"], "kind": e["kind"], "grid": _grid(e), "microtile": _microtile(e),
              "tiles": f"{e['tiles']:,}", "cycles": f"{e['cycles']:,}", "share": percent(e["share"]),
              "share_width": f"{min(100.0, 100 * e['share']):.1f}", "latency": f"{e['latency_cycles']:,}",
-             "bound": e["bound"], "terms": _terms(e), "bottleneck": e["name"] == data["bottleneck"]}
+             "bound": e["bound"], "terms": _terms(e), "bottleneck": e["name"] == data["bottleneck"],
+             "macs": f"{e.get('macs', 0):,}", "mac_load": percent(e.get("mac_load", 0.0)) if e.get("macs") else "-"}
             for e in data["layers"]]
 
 
