@@ -54,9 +54,11 @@ def add(node, ins, st, base):
                                  "which is not a power of two with zero point 0", node=node_name(node),
                                  hint="quantize both inputs and the output of a residual add with power-of-two "
                                       "scales and zero point 0")
-        if a.features != b.features:
-            raise ModelError(f"adds activations of {a.features} and {b.features} features", node=node_name(node),
-                             hint="broadcasting is not supported: add activations of the same width")
+        if a.shape != b.shape or a.source_order != b.source_order:
+            what = (f"{a.features} and {b.features} features" if len(a.shape) == len(b.shape) == 1
+                    else f"shapes {list(a.source_shape)} and {list(b.source_shape)}")
+            raise ModelError(f"adds activations of {what}", node=node_name(node),
+                             hint="broadcasting is not supported: add activations of the same shape")
         return PendingAdd(node_name(node), a.name, b.name, False)
     unquantized = (qdq.PendingDense, PendingAdd)
     if len(ins) == 2 and all(isinstance(v, (qdq.Dequantized, *unquantized)) for v in ins) \
@@ -96,7 +98,7 @@ def quantize(node, ins, st, base):
 def finish(name: str, pending: PendingAdd, out: FixedType, st):
     """Record the IR op and its output tensor; return the output's meaning."""
     a, b = st.tensors[pending.a], st.tensors[pending.b]
-    st.tensors[name] = Tensor(name, (a.features,), out)
+    st.tensors[name] = Tensor(name, a.shape, out, source_order=a.source_order)  # a feature map stays one
     st.ops.append(add_op(pending.node, a, b, name, out, pending.relu))
     return _qdq().Quantized(name)
 

@@ -21,12 +21,15 @@ The forms the tools emit, besides Gemm -> QuantizeLinear:
 - QuantizeLinear -> DequantizeLinear -> Relu -> QuantizeLinear with the same scale and zero point
   (onnxruntime keeps such a Relu with symmetric activations): the Relu folds into the layer that produced
   the activation (exact: it is max(q, zero point)).
+
+Convolutional networks (feature-map inputs, Conv, pools, views of maps before a dense layer) are the rules
+of onnx_cnn_rules, which wrap these; residual adds are onnx_add_rule's.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 import numpy as np
@@ -36,7 +39,7 @@ from ..ir import Graph, Tensor
 from ..ops.dense import dense_op
 from ..ops.requant import requant_op
 from ..numerics import FixedType, Rounding, Saturation, choose_multiplier, quantize_float, round_fraction
-from .onnx_nodes import attr, check_gemm, check_view, constant_value, float_input, node_name, read_model
+from .onnx_nodes import attr, check_gemm, check_view, constant_value, node_name, read_model
 
 # --- what an ONNX tensor means ----------------------------------------------------------------------------
 
@@ -45,6 +48,7 @@ from .onnx_nodes import attr, check_gemm, check_view, constant_value, float_inpu
 class FloatInput:
     name: str
     features: int
+    dims: tuple[int, ...] = ()  # a sample's shape as the model declares it (after the batch axis)
 
 
 @dataclass(frozen=True)
@@ -101,8 +105,12 @@ class _State:
     values: dict
     tensors: dict
     ops: list
-    shapes: dict
+    shapes: dict  # ONNX tensor name -> a sample's shape there, where it differs from its IR tensor's source shape
     uses: dict | None = None  # ONNX tensor name -> number of readers (graph outputs count as readers)
+    # IR tensors the model does not hold, made from one it does: name -> (that tensor, an integer offset).
+    derived: dict = field(default_factory=dict)
+    # The graph input's IR tensor while it is flat but could be read as a one-channel feature map.
+    promotable: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -157,21 +165,28 @@ def import_onnx(path_or_model, name: str | None = None):
     from . import Imported
 
     model, read_name = read_model(path_or_model)
-    graph = _convert(model, name or read_name)
-    return Imported(graph, ORT_REFERENCE, _OrtReference(model, graph))
+    graph, st = _convert_state(model, name or read_name)
+    return Imported(graph, ORT_REFERENCE, _OrtReference(model, graph, st.derived))
 
 
 class _OrtReference:
-    """Callable float inputs -> {IR tensor: int64}; the onnxruntime session is made on the first call."""
+    """Callable float inputs -> {IR tensor: int64}; the onnxruntime session is made on the first call.
 
-    def __init__(self, model, graph: Graph) -> None:
+    The input is fed in the model's own shape ([n, C, H, W] for an image model) and every IR tensor comes
+    back as the model holds it, flattened per sample in its layout ([n, C*H*W]: exactness.measure converts
+    with Tensor.from_source). `derived`: IR tensors the frontend made that the model does not hold (an
+    input moved to zero point 0 before a padded convolution), {name: (model tensor, integer offset)}: the
+    model's own integers of that tensor plus the offset."""
+
+    def __init__(self, model, graph: Graph, derived: dict | None = None) -> None:
         import onnx
 
         m = onnx.ModelProto()
         m.CopyFrom(model)
         declared = {o.name for o in m.graph.output}
+        self._derived = dict(derived or {})
         for t in graph.tensors.values():
-            if t.name not in declared:
+            if t.name not in declared and t.name not in self._derived:
                 key = (t.type.storage_bits, t.type.signed)
                 m.graph.output.append(onnx.helper.make_tensor_value_info(t.name, _TENSORPROTO[key], None))
         self._bytes = m.SerializeToString()
@@ -193,18 +208,22 @@ class _OrtReference:
         x = np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(-1, features))
         samples = x.shape[0]
         batch = self._dims[0] if self._dims and self._dims[0] else max(samples, 1)
-        names = list(g.tensors)
+        # A sample as the model declares it: [C, H, W] for an image, [1, ..., features] or [features] flat.
+        sample = [int(d) for d in self._dims[1:]] if all(self._dims[1:]) else [features]
+        names = [n for n in g.tensors if n not in self._derived]
         chunks = {n: [] for n in names}
         for start in range(0, max(samples, 1), batch):
             part = x[start:start + batch]
             rows = part.shape[0]
             if rows < batch:  # a fixed batch dimension: pad the last chunk
                 part = np.concatenate([part, np.zeros((batch - rows, features), np.float32)])
-            shaped = part.reshape([batch] + [1] * (len(self._dims) - 2) + [features])
-            outs = self._session.run(names, {self._input: shaped})
+            outs = self._session.run(names, {self._input: part.reshape([batch] + sample)})
             for n, v in zip(names, outs):
                 chunks[n].append(np.asarray(v).reshape(batch, -1)[:rows])
-        return {n: np.concatenate(v).astype(np.int64)[:samples] for n, v in chunks.items()}
+        values = {n: np.concatenate(v).astype(np.int64)[:samples] for n, v in chunks.items()}
+        for n, (source, offset) in self._derived.items():
+            values[n] = values[source] + np.int64(offset)
+        return values
 
 
 def _graph_input_name(model) -> str:
@@ -213,6 +232,11 @@ def _graph_input_name(model) -> str:
 
 
 def _convert(model, name: str) -> Graph:
+    return _convert_state(model, name)[0]
+
+
+def _convert_state(model, name: str) -> tuple[Graph, _State]:
+    """The Graph and the state the rules left (its derived tensors, for the reference)."""
     from onnx import numpy_helper
 
     g = model.graph
@@ -229,8 +253,8 @@ def _convert(model, name: str) -> Graph:
         if node.op_type == "Constant":
             arr = constant_value(node)
             st.values[node.output[0]] = Const(arr.astype(np.float64) if arr.dtype.kind == "f" else arr)
-    input_name, features = float_input(g, st.values, "QuantizeLinear")
-    st.values[input_name] = FloatInput(input_name, features)
+    source = graph_input(g, st.values)
+    st.values[source.name] = source
 
     ir_inputs = []
     for node in g.node:
@@ -239,7 +263,7 @@ def _convert(model, name: str) -> Graph:
         rule = RULES.get(node.op_type)
         if rule is None or node.domain not in ("", "ai.onnx"):
             raise ModelError(f"unsupported op {node.domain + '.' if node.domain else ''}{node.op_type}",
-                             node=node_name(node), hint=f"supported: {', '.join(sorted(RULES))}")
+                             node=node_name(node), hint=f"supported: {', '.join(supported_ops())}")
         ins = []
         for i in node.input:
             if i == "":
@@ -263,7 +287,7 @@ def _convert(model, name: str) -> Graph:
                              hint="end the model with QuantizeLinear (and optionally DequantizeLinear)")
     if not ir_inputs:
         raise ModelError("the graph input is never quantized", hint="start the model with QuantizeLinear")
-    return Graph(name, st.tensors, tuple(st.ops), tuple(ir_inputs), tuple(outputs)).validate()
+    return Graph(name, st.tensors, tuple(st.ops), tuple(ir_inputs), tuple(outputs)).validate(), st
 
 
 # --- quantization parameters ------------------------------------------------------------------------------
@@ -502,17 +526,22 @@ def _bias_layer(node, a: Dequantized, b: Const, st: _State) -> PendingDense:
 
 
 def _add_bias(node, dense: PendingDense, b: Const, st: _State) -> PendingDense:
-    x = st.tensors[dense.x]
-    n = dense.weight.shape[1]
+    q = bias_integers(node, st.tensors[dense.x], dense.weight_type, dense.weight_scale, dense.weight.shape[1], b)
+    return replace(dense, bias=q)
+
+
+def bias_integers(node, x: Tensor, weight_type: FixedType, weight_scale: float | None, n: int, b: Const) -> np.ndarray:
+    """A layer's bias (n values, or one broadcast) on its accumulator grid (input scale x weight scale),
+    int64: shifted exactly on power-of-two grids (or refused), else rounded half to even to the grid."""
     values = np.asarray(b.values, dtype=np.float64).reshape(-1)
     if values.size == 1:
         values = np.full(n, values[0])
     if values.size != n:
         raise ModelError(f"the bias has {values.size} values for {n} output features", node=node_name(node))
-    pow2 = x.scale is None and dense.weight_scale is None
+    pow2 = x.scale is None and weight_scale is None
     if pow2 and (b.q is None or b.scale is None):
         # Power-of-two grids: the bias is shifted up exactly, or refused.
-        acc_frac = x.type.frac + dense.weight_type.frac
+        acc_frac = x.type.frac + weight_type.frac
         if b.q is not None:
             shift = acc_frac - b.type.frac
             if shift < 0:
@@ -525,10 +554,10 @@ def _add_bias(node, dense: PendingDense, b: Const, st: _State) -> PendingDense:
                 raise ModelError("the float bias is not on the accumulator grid (input scale x weight scale)",
                                  node=node_name(node), hint="quantize the bias to int32 with scale = input scale x weight scale")
             q = scaled.astype(np.int64)
-        return replace(dense, bias=q)
+        return q
     # Arbitrary scales: the bias's real value on the accumulator grid (s_x * s_w), rounded half to even when
     # it is not on it (onnxruntime quantizes the bias with the float32 product, one rounding away).
-    w_scale = dense.weight_scale if dense.weight_scale is not None else 2.0 ** -dense.weight_type.frac
+    w_scale = weight_scale if weight_scale is not None else 2.0 ** -weight_type.frac
     acc = Fraction(x.real_scale) * Fraction(w_scale)
     if b.q is not None:
         ints = np.broadcast_to(b.q.reshape(-1), (n,)).astype(np.int64) - b.zero_point
@@ -538,7 +567,7 @@ def _add_bias(node, dense: PendingDense, b: Const, st: _State) -> PendingDense:
         q = [round_fraction(Fraction(float(v)) / acc, Rounding.CONV_EVEN) for v in values]
     if any(abs(v) >= 1 << 62 for v in q):
         raise ModelError("the bias is far beyond the accumulator's range", node=node_name(node))
-    return replace(dense, bias=np.array(q, dtype=np.int64))
+    return np.array(q, dtype=np.int64)
 
 
 def _relu(node, ins, st: _State):
@@ -628,3 +657,16 @@ RULES = {
 from .onnx_add_rule import rules as _add_rules  # noqa: E402
 
 RULES.update(_add_rules(RULES))
+
+# Convolutional networks (see onnx_cnn_rules): feature-map inputs, Conv, pools, views of feature maps, and
+# clear refusals of the ops not supported yet. Imported last: its rules wrap the ones above.
+from .onnx_cnn_rules import REFUSED as _REFUSED  # noqa: E402
+from .onnx_cnn_rules import graph_input  # noqa: E402
+from .onnx_cnn_rules import rules as _cnn_rules  # noqa: E402
+
+RULES.update(_cnn_rules(RULES))
+
+
+def supported_ops() -> list[str]:
+    """The ONNX op types the frontend converts (the refused ones, which have rules of their own, left out)."""
+    return sorted(k for k in RULES if k not in _REFUSED)
