@@ -28,7 +28,7 @@ def _directives(graph, device, batch, rng) -> dict:
     for op in graph.ops:
         roll = rng.random()
         if roll < 0.3:
-            cands = family(op.kind).candidates(op, graph, device, batch)
+            cands = family(op.kind).candidates(op, graph, device, search._padded_batch(op, graph, device, batch))
             if cands:
                 c = cands[int(rng.integers(len(cands)))]
                 out[op.name] = {"cas_length": c.cas_length, "cas_num": c.cas_num}
@@ -49,7 +49,7 @@ def test_random_graphs_are_legal_and_bit_exact(chunk):
         batch = int(rng.integers(1, 17))
         objective = ["resource", "throughput", "latency"][i % 3]
         graph = load_onnx(model)
-        layers = _directives(graph, dev, search._common_batch(graph, dev, batch), rng)
+        layers = _directives(graph, dev, batch, rng)
         max_tiles = int(rng.integers(20, dev.tiles)) if rng.random() < 0.2 else None
         try:
             design = aieflow.compile(graph, device=dev.key, batch=batch, objective=objective, layers=layers,

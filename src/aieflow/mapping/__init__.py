@@ -33,16 +33,15 @@ def map_design(graph: Graph, device: Device, batch: int, options: Options | None
     for op in graph.ops:
         family(op.kind).check_numerics(op, graph, device)
     opts = search.options(graph, device, batch, options.layers)
-    padded = next(iter(opts.values()))[0].cfg.batch
     budget = min(options.max_tiles or device.tiles, device.tiles)
     bound = _choose(graph, opts, budget, options)
     try:
-        choice, boxes, wiring, attempt = _search_placement(graph, device, batch, padded, opts, budget, options,
+        choice, boxes, wiring, attempt = _search_placement(graph, device, batch, opts, budget, options,
                                                            bound, reshape=False)
     except MappingError:
         # Lowering the budget cannot help when the objective fixes each op's tile count (a target interval)
         # or identical layers need another shape to pack: then steer shapes instead.
-        choice, boxes, wiring, attempt = _search_placement(graph, device, batch, padded, opts, budget, options,
+        choice, boxes, wiring, attempt = _search_placement(graph, device, batch, opts, budget, options,
                                                            bound, reshape=True)
 
     layers, tiles = [], []
@@ -57,7 +56,7 @@ def map_design(graph: Graph, device: Device, batch: int, options: Options | None
                   wiring.links, report)
 
 
-def _search_placement(graph: Graph, device: Device, batch: int, padded: int, opts: dict, budget: int,
+def _search_placement(graph: Graph, device: Device, batch: int, opts: dict, budget: int,
                       options: Options, choice: search.Choice, reshape: bool):
     """Place and wire the search's choice; when placement finds no room, either lower the tile budget
     (reshape=False) or rule out the failing shape, for every op that has it, and search again."""
@@ -84,7 +83,7 @@ def _search_placement(graph: Graph, device: Device, batch: int, padded: int, opt
                                        hint="use a smaller batch, fewer tiles per layer or a larger device") from None
             continue
         try:
-            wiring = plan(graph, choice.configs, boxes, device, batch, padded, options.layers)
+            wiring = plan(graph, choice.configs, boxes, device, batch, options.layers)
         except Infeasible as e:
             # A configuration that cannot be wired is dropped for good, whatever the budget.
             opts[e.op] = [o for o in opts[e.op] if o.cfg != choice.configs[e.op]]

@@ -39,12 +39,15 @@ class Choice:
 
 
 def options(graph: Graph, device: Device, batch: int, layers: dict[str, Directive]) -> dict[str, list[Option]]:
-    """Every op's configurations that honour its directives, all at one padded batch."""
-    padded = _common_batch(graph, device, batch)
+    """Every op's configurations that honour its directives, each op at the smallest padded batch it has
+    configurations for (a dense layer pads the batch to its microtile's height; a convolution computes
+    pixel blocks and takes the batch as it is). Memory-tile buffers between ops of different padded
+    batches hold the writer's rows; a reader's extra rows arrive as zeros."""
     found = {}
     for op in graph.ops:
         fam = family(op.kind)
         d = layers.get(op.name, Directive())
+        padded = _padded_batch(op, graph, device, batch)
         cands = [c for c in fam.candidates(op, graph, device, padded) if c.batch == padded]
         kept = [c for c in cands
                 if (d.cas_length is None or c.cas_length == d.cas_length)
@@ -81,22 +84,18 @@ def _ranges(values: list[int]) -> str:
     return ", ".join(out)
 
 
-def _common_batch(graph: Graph, device: Device, batch: int) -> int:
-    """The smallest padded batch at which every op has a configuration (microtile heights are powers of 2)."""
-    paddings = sorted({-(-batch // m) * m for m in (1, 2, 4, 8, 16)})
-    found = {op.name: {c.batch for p in paddings for c in family(op.kind).candidates(op, graph, device, p)}
-             for op in graph.ops}
-    for op in graph.ops:
-        if not found[op.name]:
-            raise MappingError(
-                f"no configuration fits {device.name} at batch {batch}: every split over at most "
-                f"{device.columns} x {device.rows} tiles leaves a buffer larger than a "
-                f"{device.generation.bank_bytes // 1024} KB bank", node=op.name,
-                hint="use a smaller batch or a narrower layer")
-    for padded in paddings:
-        if all(padded in found[op.name] for op in graph.ops):
+def _padded_batch(op, graph: Graph, device: Device, batch: int) -> int:
+    """The smallest padding of the batch (microtile heights are powers of 2) at which the op has a
+    configuration."""
+    fam = family(op.kind)
+    for padded in sorted({-(-batch // m) * m for m in (1, 2, 4, 8, 16)}):
+        if any(c.batch == padded for c in fam.candidates(op, graph, device, padded)):
             return padded
-    raise MappingError(f"no batch padding of {batch} suits every layer", hint="use a batch that is a multiple of 8")
+    raise MappingError(
+        f"no configuration fits {device.name} at batch {batch}: every split over at most "
+        f"{device.columns} x {device.rows} tiles leaves a buffer larger than a "
+        f"{device.generation.bank_bytes // 1024} KB bank", node=op.name,
+        hint="use a smaller batch or a narrower layer")
 
 
 def _pareto(opts: list[Option]) -> list[Option]:

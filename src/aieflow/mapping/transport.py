@@ -76,23 +76,25 @@ class _Memtiles:
                            hint="use a smaller batch")
 
 
-def _tiling(s: Slice, lo: int, dims: tuple[int, int], boundary: tuple[int, int] | None, plio: bool) -> Tiling:
+def _tiling(s: Slice, lo: int, dims: tuple[int, int], boundary: tuple[int, int] | None, plio: bool,
+            rows: int) -> Tiling:
     """The access of slice `s` in a buffer holding features [lo, lo + dims[0]) of `dims[1]` rows.
 
-    A kernel slice walks its blocks over every (padded) row; a PLIO slice (rows = the batch, one block)
-    is one plain [batch, width] tile.
+    A kernel slice walks its blocks over the `rows` rows its kernels take (their padded batch, which may
+    differ from the buffer's: rows past the buffer's read as zeros through the boundary); a PLIO slice
+    (rows = the batch, one block) is one plain [batch, width] tile.
     """
     if plio:
         return Tiling(dims, (s.cols, s.rows), (s.lo - lo, 0), (), boundary)
     return Tiling(dims, (s.cols, s.rows), (s.lo - lo, 0),
-                  (Traversal(0, s.cols, s.width // s.cols), Traversal(1, s.rows, dims[1] // s.rows)), boundary)
+                  (Traversal(0, s.cols, s.width // s.cols), Traversal(1, s.rows, rows // s.rows)), boundary)
 
 
 def _overlaps(a: Slice, lo: int, hi: int) -> bool:
     return a.lo < hi and lo < a.hi
 
 
-def plan(graph: Graph, configs: dict, boxes: dict[str, Box], device: Device, batch: int, padded: int,
+def plan(graph: Graph, configs: dict, boxes: dict[str, Box], device: Device, batch: int,
          layers: dict[str, Directive]) -> Plan:
     gen = device.generation
     producer = {t: op for op in graph.ops for t in op.outputs}
@@ -102,20 +104,26 @@ def plan(graph: Graph, configs: dict, boxes: dict[str, Box], device: Device, bat
     links: list[DirectLink] = []
     plio_names: set[str] = set()
 
+    def rows_of(s) -> int:
+        """Rows (samples) an access moves: its kernels' padded batch, or the batch on a PLIO."""
+        return batch if s.peers[0] in plio_names else configs[_reader_op(s)].batch
+
     def add_buffer(tensor: str, writers: list[Slice], readers: list[tuple[Slice, tuple[int, int] | None]],
                    near: int) -> None:
         t = graph.tensors[tensor]
         lo = min([w.lo for w in writers] + [r.lo for r, _ in readers])
         hi = max([w.hi for w in writers] + [r.hi for r, _ in readers])
-        dims = (hi - lo, padded)
-        size = dims[0] * padded * t.type.storage_bits // 8
+        held = max(rows_of(w) for w in writers)  # the rows the writers store
+        dims = (hi - lo, held)
+        size = dims[0] * held * t.type.storage_bits // 8
         col, row, offset = tiles.take(near, size, len(writers), len(readers), f"tensor '{tensor}'")
         name = f"mt_{len(buffers)}"
         buffers.append(MemtileBuffer(
             name, tensor, col, row, offset, t.type.storage, dims,
-            tuple(Access(_tiling(w, lo, dims, None, w.peers[0] in plio_names), w.peers) for w in writers),
+            tuple(Access(_tiling(w, lo, dims, None, w.peers[0] in plio_names, rows_of(w)), w.peers)
+                  for w in writers),
             tuple(Access(_tiling(r, lo, dims, None if bound is None else (bound[0] - lo, bound[1]),
-                                 r.peers[0] in plio_names), r.peers)
+                                 r.peers[0] in plio_names, rows_of(r)), r.peers)
                   for r, bound in readers)))
 
     for tensor, t in graph.tensors.items():
@@ -133,7 +141,8 @@ def plan(graph: Graph, configs: dict, boxes: dict[str, Box], device: Device, bat
                     continue
                 wanted = family(op.kind).input_slices(op, configs[op.name], port)
                 mode = layers.get(op.name, Directive()).transport
-                direct = prod is not None and [w.layout for w in writers] == [r.layout for r in wanted]
+                direct = (prod is not None and [w.layout for w in writers] == [r.layout for r in wanted]
+                          and configs[prod.name].batch == configs[op.name].batch)
                 if mode == "direct" and not direct:
                     raise MappingError(
                         f"cannot take input '{tensor}' directly: the producer '{prod.name if prod else 'PLIO'}' "
@@ -145,8 +154,8 @@ def plan(graph: Graph, configs: dict, boxes: dict[str, Box], device: Device, bat
                 readers += [(r, boxes[op.name].col + i) for i, r in enumerate(wanted)]
 
         if len(t.shape) > 1:  # a feature map: its buffers hold whole rows of the map (see _plan_map)
-            _plan_map(t, prod, writers, readers, device, batch, padded, tiles, buffers, plios, plio_names,
-                      tensor in graph.outputs, boxes)
+            _plan_map(t, prod, writers, readers, device, batch, tiles, buffers, plios, plio_names,
+                      tensor in graph.outputs, boxes, rows_of)
             continue
 
         if prod is None:
@@ -169,7 +178,7 @@ def plan(graph: Graph, configs: dict, boxes: dict[str, Box], device: Device, bat
             w = shard_writers(group)
             lo = min([x.lo for x in w] + [x.lo for x, _ in group])
             hi = max([x.hi for x in w] + [x.hi for x, _ in group])
-            size = (hi - lo) * padded * t.type.storage_bits // 8
+            size = (hi - lo) * max([rows_of(x) for x in w] or [batch]) * t.type.storage_bits // 8
             return len(group) <= gen.memtile_mm2s and len(w) <= gen.memtile_s2mm and size <= gen.memtile_bytes
 
         def flush(group) -> None:
@@ -218,8 +227,8 @@ def plan(graph: Graph, configs: dict, boxes: dict[str, Box], device: Device, bat
     return Plan(tuple(buffers), tuple(plios), tuple(links))
 
 
-def _plan_map(t, prod, writers: list, readers: list, device: Device, batch: int, padded: int, tiles: "_Memtiles",
-              buffers: list, plios: list, plio_names: set, is_output: bool, boxes: dict) -> None:
+def _plan_map(t, prod, writers: list, readers: list, device: Device, batch: int, tiles: "_Memtiles",
+              buffers: list, plios: list, plio_names: set, is_output: bool, boxes: dict, rows_of) -> None:
     """Memory-tile buffers of a feature map (a tensor of shape (H, W, C) or (L, C)).
 
     A buffer holds whole rows [r0, r1) of the map, channels last, for every sample: dims (C, W, r1 - r0, B).
@@ -277,7 +286,7 @@ def _plan_map(t, prod, writers: list, readers: list, device: Device, batch: int,
             plio_names.add(name)
             readers.append((Slice(lo, hi, batch, hi - lo, (name,)), col))
 
-    def rows_of(group) -> tuple[tuple[int, int], list]:
+    def band(group) -> tuple[tuple[int, int], list]:
         """The rows a group of readers needs, grown until every writer it meets lies inside, and those writers."""
         r0 = min(span(a)[0] for a, _ in group)
         r1 = max(span(a)[1] for a, _ in group)
@@ -288,31 +297,33 @@ def _plan_map(t, prod, writers: list, readers: list, device: Device, batch: int,
                 return (r0, r1), met
             r0, r1 = n0, n1
 
+    held = max(rows_of(x) for x in writers)  # the samples the writers store (their padded batch)
+
     def size(rows: tuple[int, int]) -> int:
-        return (rows[1] - rows[0]) * per_row * padded * t.type.storage_bits // 8
+        return (rows[1] - rows[0]) * per_row * held * t.type.storage_bits // 8
 
     def fits(group) -> bool:
-        rows, met = rows_of(group)
+        rows, met = band(group)
         return len(group) <= gen.memtile_mm2s and len(met) <= gen.memtile_s2mm and size(rows) <= gen.memtile_bytes
 
     def access(a, rows: tuple[int, int], reader: bool) -> Access:
         r0, r1 = rows
-        dims = (c, w, r1 - r0, padded)
+        dims = (c, w, r1 - r0, held)
         if isinstance(a, Window):
             boundary = (c, w, r1 - r0, batch) if reader else None
             (c0, w0, h0), (sc, sw, sh) = a.offset, a.size
-            return Access(Tiling(dims, (sc, sw, sh, padded), (c0, w0, h0 - r0, 0), (), boundary), a.peers)
-        flat = ((r1 - r0) * per_row, padded)
+            return Access(Tiling(dims, (sc, sw, sh, rows_of(a)), (c0, w0, h0 - r0, 0), (), boundary), a.peers)
+        flat = ((r1 - r0) * per_row, held)
         lo = r0 * per_row
         boundary = (min(features, r1 * per_row) - lo, batch) if reader else None
-        return Access(_tiling(a, lo, flat, boundary, a.peers[0] in plio_names), a.peers)
+        return Access(_tiling(a, lo, flat, boundary, a.peers[0] in plio_names, rows_of(a)), a.peers)
 
     def flush(group) -> None:
-        rows, met = rows_of(group)
+        rows, met = band(group)
         near = sorted(col for _, col in group)[len(group) // 2]
         col, row, offset = tiles.take(near, size(rows), len(met), len(group), f"tensor '{t.name}'")
         buffers.append(MemtileBuffer(f"mt_{len(buffers)}", t.name, col, row, offset, t.type.storage,
-                                     (c, w, rows[1] - rows[0], padded),
+                                     (c, w, rows[1] - rows[0], held),
                                      tuple(access(x, rows, False) for x in met),
                                      tuple(access(a, rows, True) for a, _ in group)))
 
@@ -324,7 +335,7 @@ def _plan_map(t, prod, writers: list, readers: list, device: Device, batch: int,
         if group:
             flush(group)
         if not fits([r]):
-            rows, met = rows_of([r])
+            rows, met = band([r])
             # Too many writers is the producer's split to change; too many bytes, the reader's.
             blame = prod.name if prod is not None and len(met) > gen.memtile_s2mm else _reader_op(r[0])
             raise Infeasible(blame, f"rows {rows[0]}..{rows[1]} of feature map '{t.name}' need "
