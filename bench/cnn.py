@@ -73,9 +73,9 @@ def part_compile(repeat: int) -> None:
         times = []
         for _ in range(repeat):
             t = time.perf_counter()
-            design = aieflow.compile(str(path), batch=8, objective="throughput")
+            design = aieflow.compile(str(path), batch=1, objective="throughput")
             times.append(time.perf_counter() - t)
-        print(f"ResNet-8-sized CNN ({params(model):,} weights and biases, 32x32x3, batch 8): aieflow compile "
+        print(f"ResNet-8-sized CNN ({params(model):,} weights and biases, 32x32x3, batch 1): aieflow compile "
               f"(search, placement, transport, checker, exactness) best {min(times):.2f} s, median "
               f"{statistics.median(times):.2f} s over {repeat}; {len(design.tiles)} tiles; exactness: "
               f"{'bit-exact' if design.exactness and design.exactness.exact else design.exactness}")
@@ -104,7 +104,7 @@ def part_emulator(repeat: int) -> None:
     from aieflow.simulate import fast
 
     model = resnet8_model()
-    design = aieflow.compile(model, batch=8, measure=False)
+    design = aieflow.compile(model, batch=1, measure=False)
     x = sample_cnn_inputs(model, 1024, seed=1)
     raw = model.SerializeToString()
     sessions = {}

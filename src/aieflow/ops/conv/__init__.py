@@ -42,6 +42,7 @@ import numpy as np
 from ...devices import Device
 from ...errors import NumericsError
 from ...ir import Graph, Op
+from ...fastmath import NUMPY, clip_bounds, float_ok, offset, precision_for, round_inplace
 from ...numerics import MULTIPLIER_BITS, FixedType, requantize
 from ..base import Window, bank_assignment, ceil_div, cycles_from_terms, kernel_id, map_dims, storage_bytes
 
@@ -176,17 +177,49 @@ def windows(x: np.ndarray, kernel, strides, out_hw) -> np.ndarray:
     return v.transpose(0, 1, 2, 4, 5, 3)
 
 
-def conv_sums(x: np.ndarray, weight: np.ndarray, kernel, strides, out_hw, depthwise: bool) -> np.ndarray:
-    """Exact sums [n, HO, WO, CO] of a padded input [n, Hp, Wp, C] with weights [KH, KW, C|1, CO]."""
-    win = windows(np.asarray(x, dtype=np.int64), kernel, strides, out_hw)
+def conv_sums(x: np.ndarray, weight: np.ndarray, kernel, strides, out_hw, depthwise: bool,
+              dtype=None) -> np.ndarray:
+    """The sums [n, HO, WO, CO] of a padded input [n, Hp, Wp, C] with weights [KH, KW, C|1, CO], as int64, or
+    in `dtype` (float32 or float64) when the caller has bounded every partial sum below that float's exact
+    range (2**24, 2**53): BLAS then adds exactly."""
+    if dtype is None:
+        bound = int(np.abs(x).max(initial=0)) * int(np.abs(weight).reshape(-1, weight.shape[-1]).sum(axis=0).max(initial=0))
+        return conv_sums(x, weight, kernel, strides, out_hw, depthwise,
+                         np.float64 if bound < 2**53 else np.int64).astype(np.int64)
+    win = windows(np.asarray(x).astype(dtype, copy=False), kernel, strides, out_hw)
     n, ho, wo = win.shape[:3]
-    bound = int(np.abs(x).max(initial=0)) * int(np.abs(weight).reshape(-1, weight.shape[-1]).sum(axis=0).max(initial=0))
-    dt = np.float64 if bound < 2**53 else np.int64  # float64 BLAS is exact below 2**53
     if depthwise:
-        w = weight[:, :, 0, :].astype(dt)  # [KH, KW, C]
-        return np.einsum("nhwijc,ijc->nhwc", win.astype(dt), w).astype(np.int64)
-    flat = win.reshape(n * ho * wo, -1).astype(dt)
-    return (flat @ weight.reshape(-1, weight.shape[-1]).astype(dt)).astype(np.int64).reshape(n, ho, wo, -1)
+        return np.einsum("nhwijc,ijc->nhwc", win, weight[:, :, 0, :].astype(dtype))
+    flat = win.reshape(n * ho * wo, -1)
+    return (flat @ weight.reshape(-1, weight.shape[-1]).astype(dtype)).reshape(n, ho, wo, -1)
+
+
+def layer_output(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, op: Op, out, out_hw,
+                 stats: dict | None = None) -> np.ndarray:
+    """The layer's output integers [n, HO, WO, CO] from its padded input integers [n, Hp, Wp, C], weights
+    and bias: sums, bias, requantization, clip. Whole batches take the cheapest exact arithmetic
+    (aieflow.fastmath): float32 or float64 sums with the shift folded in where the output is a plain SRS into
+    a saturating type, int64 and numerics.requantize otherwise (and whenever `stats` counts the rounding)."""
+    shift, multiplier = int(op.attrs["shift"]), int(op.attrs.get("multiplier", 1))
+    relu = bool(op.attrs.get("relu", False))
+    kernel, strides, depthwise = op.attrs["kernel"], op.attrs["strides"], bool(op.attrs["depthwise"])
+    colsum = int(np.abs(weight.astype(np.int64)).reshape(-1, weight.shape[-1]).sum(axis=0).max(initial=0))
+    bound = (int(np.abs(x).max(initial=0)) * colsum + int(np.abs(bias).max(initial=0))
+             + ((1 << shift) if shift > 0 else 0))
+    dtype = {"float32": np.float32, "float64": np.float64}.get(precision_for(bound))
+    plain = multiplier == 1 and out.zero_point == 0 and float_ok(out.type) and stats is None
+    if dtype is not None and plain:
+        z = conv_sums(x, weight, kernel, strides, out_hw, depthwise, dtype)
+        z += (bias.astype(np.int64) + offset(out.type.rounding, shift)).astype(dtype)
+        z *= dtype(2.0 ** -shift)  # a power of two: exact
+        z = round_inplace(NUMPY, z, out.type.rounding, shift)
+        lo, hi = clip_bounds(out.type, relu)
+        y = np.clip(z, lo, hi, out=z).astype(np.int64)
+    else:
+        acc = conv_sums(x, weight, kernel, strides, out_hw, depthwise) + bias.astype(np.int64)
+        y = requantize(acc, multiplier, shift, out.zero_point, out.type, relu, stats)
+    clip = op.attrs.get("clip")
+    return np.clip(y, clip[0], clip[1]) if clip is not None else y
 
 
 def pad_map(x: np.ndarray, pads) -> np.ndarray:
@@ -207,9 +240,8 @@ def evaluate(op: Op, graph: Graph, values: dict[str, np.ndarray], stats: dict | 
     """The layer's output integers [samples, HO*WO*CO] for its input integers [samples, H*W*C], exactly."""
     (h, w, c), (ho, wo, co), kernel, strides, pads = _geometry(op, graph)
     x = np.asarray(values[op.inputs[0]], dtype=np.int64).reshape(-1, h, w, c)
-    acc = conv_sums(pad_map(x, pads), op.params["weight"], kernel, strides, (ho, wo), bool(op.attrs["depthwise"]))
-    acc = acc + op.params["bias"].astype(np.int64)
-    y = finish(acc, op, graph.tensors[op.outputs[0]], stats)
+    y = layer_output(pad_map(x, pads), op.params["weight"], op.params["bias"], op, graph.tensors[op.outputs[0]],
+                     (ho, wo), stats)
     return y.reshape(y.shape[0], -1)
 
 

@@ -1,6 +1,6 @@
 """Convolutions on whole batches for the fast emulator (aieflow.simulate.fast): the packed weights unpacked
-back into [KH, KW, C, CO], then the family's own exact arithmetic (conv_sums: float64 BLAS where every sum is
-exact, int64 otherwise) over the whole batch."""
+back into [KH, KW, C, CO], then the family's own exact arithmetic (layer_output: float32 or float64 BLAS
+where every sum is exact, int64 otherwise) over the whole batch."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...ir import Op, Tensor
-from . import conv_sums, finish, pad_map, unpack_weights
+from . import layer_output, pad_map, unpack_weights
 
 
 @dataclass(frozen=True)
@@ -34,9 +34,8 @@ class ConvPlan:
         h, w, c = self.in_shape
         ho, wo, _ = self.out_shape
         x = np.asarray(values[0]).astype(np.int64).reshape(-1, h, w, c)
-        acc = conv_sums(pad_map(x, cfg_op.attrs["pads"]), self.weight, cfg_op.attrs["kernel"],
-                        cfg_op.attrs["strides"], (ho, wo), bool(cfg_op.attrs["depthwise"])) + self.bias
-        return finish(acc, cfg_op, self.out).reshape(x.shape[0], -1)
+        y = layer_output(pad_map(x, cfg_op.attrs["pads"]), self.weight, self.bias, cfg_op, self.out, (ho, wo))
+        return y.reshape(x.shape[0], -1)
 
 
 def plan(layer, graph) -> ConvPlan:
