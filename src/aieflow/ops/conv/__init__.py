@@ -195,17 +195,19 @@ def conv_sums(x: np.ndarray, weight: np.ndarray, kernel, strides, out_hw, depthw
 
 
 def layer_output(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, op: Op, out, out_hw,
-                 stats: dict | None = None) -> np.ndarray:
+                 stats: dict | None = None, x_magnitude: int | None = None) -> np.ndarray:
     """The layer's output integers [n, HO, WO, CO] from its padded input integers [n, Hp, Wp, C], weights
     and bias: sums, bias, requantization, clip. Whole batches take the cheapest exact arithmetic
     (aieflow.fastmath): float32 or float64 sums with the shift folded in where the output is a plain SRS into
-    a saturating type, int64 and numerics.requantize otherwise (and whenever `stats` counts the rounding)."""
+    a saturating type, int64 and numerics.requantize otherwise (and whenever `stats` counts the rounding).
+    x may hold its integers as int64 or as floats; `x_magnitude` (the input type's largest magnitude) spares
+    looking at every value for the bound. Returns integers, in a float array on the float path."""
     shift, multiplier = int(op.attrs["shift"]), int(op.attrs.get("multiplier", 1))
     relu = bool(op.attrs.get("relu", False))
     kernel, strides, depthwise = op.attrs["kernel"], op.attrs["strides"], bool(op.attrs["depthwise"])
     colsum = int(np.abs(weight.astype(np.int64)).reshape(-1, weight.shape[-1]).sum(axis=0).max(initial=0))
-    bound = (int(np.abs(x).max(initial=0)) * colsum + int(np.abs(bias).max(initial=0))
-             + ((1 << shift) if shift > 0 else 0))
+    magnitude = x_magnitude if x_magnitude is not None else int(np.abs(x).max(initial=0))
+    bound = magnitude * colsum + int(np.abs(bias).max(initial=0)) + ((1 << shift) if shift > 0 else 0)
     dtype = {"float32": np.float32, "float64": np.float64}.get(precision_for(bound))
     plain = multiplier == 1 and out.zero_point == 0 and float_ok(out.type) and stats is None
     if dtype is not None and plain:
@@ -214,9 +216,9 @@ def layer_output(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, op: Op, ou
         z *= dtype(2.0 ** -shift)  # a power of two: exact
         z = round_inplace(NUMPY, z, out.type.rounding, shift)
         lo, hi = clip_bounds(out.type, relu)
-        y = np.clip(z, lo, hi, out=z).astype(np.int64)
+        y = np.clip(z, lo, hi, out=z)
     else:
-        acc = conv_sums(x, weight, kernel, strides, out_hw, depthwise) + bias.astype(np.int64)
+        acc = conv_sums(np.asarray(x).astype(np.int64), weight, kernel, strides, out_hw, depthwise) + bias.astype(np.int64)
         y = requantize(acc, multiplier, shift, out.zero_point, out.type, relu, stats)
     clip = op.attrs.get("clip")
     return np.clip(y, clip[0], clip[1]) if clip is not None else y
@@ -242,7 +244,7 @@ def evaluate(op: Op, graph: Graph, values: dict[str, np.ndarray], stats: dict | 
     x = np.asarray(values[op.inputs[0]], dtype=np.int64).reshape(-1, h, w, c)
     y = layer_output(pad_map(x, pads), op.params["weight"], op.params["bias"], op, graph.tensors[op.outputs[0]],
                      (ho, wo), stats)
-    return y.reshape(y.shape[0], -1)
+    return y.astype(np.int64).reshape(y.shape[0], -1)
 
 
 def check_numerics(op: Op, graph: Graph, device: Device) -> None:

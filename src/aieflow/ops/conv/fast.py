@@ -23,7 +23,8 @@ class ConvPlan:
     out_shape: tuple[int, int, int]
     weight: np.ndarray  # [KH, KW, C|1, CO] from the packed blocks
     bias: np.ndarray
-    precision: str = "int64"  # exact by conv_sums' own choice
+    x_magnitude: int  # the input type's largest magnitude, for the exactness bound
+    precision: str = "int64"  # exact by layer_output's own choice
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -33,8 +34,9 @@ class ConvPlan:
         cfg_op = self.op
         h, w, c = self.in_shape
         ho, wo, _ = self.out_shape
-        x = np.asarray(values[0]).astype(np.int64).reshape(-1, h, w, c)
-        y = layer_output(pad_map(x, cfg_op.attrs["pads"]), self.weight, self.bias, cfg_op, self.out, (ho, wo))
+        x = np.asarray(values[0]).reshape(-1, h, w, c)  # int64, or floats holding the integers
+        y = layer_output(pad_map(x, cfg_op.attrs["pads"]), self.weight, self.bias, cfg_op, self.out, (ho, wo),
+                         x_magnitude=self.x_magnitude)
         return y.reshape(x.shape[0], -1)
 
 
@@ -51,4 +53,4 @@ def plan(layer, graph) -> ConvPlan:
         weight = np.concatenate(rows, axis=2)[:, :, :c, :co]
     bias = np.asarray(layer.packed["bias"][: cfg.chains]).astype(np.int64).reshape(-1)[:co]
     return ConvPlan(op.name, op.inputs[0], op.outputs[0], op, graph.tensors[op.outputs[0]], cfg.in_shape,
-                    cfg.out_shape, weight, bias)
+                    cfg.out_shape, weight, bias, graph.tensors[op.inputs[0]].type.magnitude)
