@@ -226,14 +226,33 @@ def _params_context(design, layer, ns: str) -> dict:
     return {"ns": ns, "name": layer.op.name, "arrays": arrays, "align": _PARAM_ALIGN_BYTES}
 
 
+def finishes_with_dense_h(layer) -> bool:
+    """Whether a layer's kernels end with dense.h's finish (bias words, SRS and ReLU, requantize): dense and
+    conv layers, and average pools."""
+    kind = layer.op.kind
+    return kind in ("dense", "conv") or (kind == "pool" and layer.op.attrs.get("mode") == "avg")
+
+
+def shared_requant(design) -> bool:
+    """Whether the design's dense.h carries the requantization code: some layer that finishes with it
+    requantizes. Every family that writes dense.h writes the same text, whichever writes it last."""
+    return any(requantizes(layer.op, design.graph) for layer in design.layers if finishes_with_dense_h(layer))
+
+
+def shared_header(design) -> str:
+    """The text of src/kernels/dense.h for `design` (see shared_requant)."""
+    return _ENV.get_template("dense.h.j2").render(requant=shared_requant(design))
+
+
 def sources(design, layers: list[tuple[object, str]]) -> dict[str, str]:
     """Kernel and parameter files of the dense layers `layers` ((Layer, C identifier) pairs).
 
     The requantization code (dense.h requantize, the layer structs' REQUANT constants) is written only into
-    designs with a layer that needs it, so a design of plain SRS layers gets exactly the files it always got.
+    designs with a layer that needs it (a dense one, or another family's that finishes with dense.h:
+    shared_requant), so a design of plain SRS layers gets exactly the files it always got.
     """
-    requant = any(requantizes(layer.op, design.graph) for layer, _ in layers)
-    files = {"src/kernels/dense.h": _ENV.get_template("dense.h.j2").render(requant=requant)}
+    requant = shared_requant(design)
+    files = {"src/kernels/dense.h": shared_header(design)}
     for layer, ns in progress(layers, description="weight headers"):
         ctx = _layer_context(design, layer, ns)
         ctx["requant"] = requant

@@ -11,6 +11,11 @@
 //   than compute something the device would not: an acc32 accumulator moves to and from 32-bit vectors
 //   only unshifted (the AIE API's AIE-ML implementation casts there and drops the shift).
 // - the rounding and saturation modes are process-wide (one core), not per-core control registers.
+// - vectors of any size are accepted; with AIEFLOW_HOST_CHECK_SIZES defined, only the sizes AIE-ML has
+//   (UG1529 "Supported vector types and sizes": 128 to 1024 bits and more, a power of two of lanes; an
+//   accumulator at least 256 bits) compile, so a kernel built that way uses no vector the device lacks.
+//   The check also covers the sub-vectors of insert / extract, which the AIE API requires to be 128 bits
+//   or more.
 #pragma once
 #include <adf.h>
 #include <array>
@@ -18,6 +23,7 @@
 #include <cstdint>
 #include <limits>
 #include <type_traits>
+#include <utility>
 
 namespace aie {
 // UG1529 aie::rounding_mode / aie::saturation_mode; codes as UG1583 (see aieflow.numerics.Rounding).
@@ -35,8 +41,19 @@ inline saturation_mode get_saturation() { return current_saturation(); }
 
 // UG1529 aie::vector<T, N>: N lanes of T. insert(idx, v) (UG1529 vector::insert) writes the idx-th
 // subvector of v's size; get/set read and write one lane.
+namespace detail {
+constexpr bool power_of_two(unsigned n) { return n != 0 && (n & (n - 1)) == 0; }
+#ifdef AIEFLOW_HOST_CHECK_SIZES
+inline constexpr bool check_sizes = true;
+#else
+inline constexpr bool check_sizes = false;
+#endif
+} // namespace detail
+
 template <typename T, unsigned N>
 struct vector {
+    static_assert(!detail::check_sizes || (detail::power_of_two(N) && N * sizeof(T) * 8 >= 128),
+                  "AIE-ML vectors are a power of two of lanes and at least 128 bits (UG1529)");
     std::array<T, N> e{};
     static constexpr unsigned size() { return N; }
     T get(unsigned i) const { return e[i]; }
@@ -75,6 +92,28 @@ template <typename T, unsigned N> void store_v(T* p, const vector<T, N>& v)
 {
     for (unsigned i = 0; i < N; ++i) p[i] = v.e[i];
 }
+// UG1529 aie::load_unaligned_v<N>(ptr, aligned_elems = 1) / aie::store_unaligned_v(ptr, v, aligned_elems = 1):
+// as load_v / store_v for a pointer only aligned to `aligned_elems` elements (a power of two), which the AIE
+// API asserts; the device merges the partial words (store_unaligned_v writes exactly the vector's lanes).
+template <unsigned N, typename T> vector<std::remove_const_t<T>, N> load_unaligned_v(const T* p, unsigned aligned_elems = 1)
+{
+    assert(detail::power_of_two(aligned_elems) && "aligned_elems must be a power of two");
+    assert(reinterpret_cast<std::uintptr_t>(p) % (aligned_elems * sizeof(T)) == 0 && "Insufficient alignment");
+    return load_v<N>(p);
+}
+template <typename T, unsigned N> void store_unaligned_v(T* p, const vector<T, N>& v, unsigned aligned_elems = 1)
+{
+    assert(detail::power_of_two(aligned_elems) && "aligned_elems must be a power of two");
+    assert(reinterpret_cast<std::uintptr_t>(p) % (aligned_elems * sizeof(T)) == 0 && "Insufficient alignment");
+    store_v(p, v);
+}
+// UG1529 aie::zeros<T, N>(): a vector of zeros (the accumulator form is below accum).
+template <typename T, unsigned N>
+    requires std::is_arithmetic_v<T>
+vector<T, N> zeros()
+{
+    return vector<T, N>();
+}
 // UG1529 aie::concat(a, b): a's lanes then b's.
 template <typename T, unsigned N> vector<T, 2 * N> concat(const vector<T, N>& a, const vector<T, N>& b)
 {
@@ -93,6 +132,21 @@ template <typename T, unsigned N> vector<T, N / 2> filter_odd(const vector<T, N>
 {
     vector<T, N / 2> r;
     for (unsigned i = 0; i < N / 2; ++i) r.e[i] = v.e[(i / step) * 2 * step + step + i % step];
+    return r;
+}
+// UG1529 aie::interleave_zip(v, w, chunk): chunks of `chunk` lanes taken from v and w in turn,
+// { v[0:c], w[0:c], v[c:2c], w[c:2c], ... }, the first N lanes of that in .first and the rest in .second.
+template <typename T, unsigned N>
+std::pair<vector<T, N>, vector<T, N>> interleave_zip(const vector<T, N>& v, const vector<T, N>& w, unsigned chunk)
+{
+    assert(detail::power_of_two(chunk) && chunk <= N && "chunk_size is a power of two, at most the vector's size");
+    std::pair<vector<T, N>, vector<T, N>> r;
+    for (unsigned i = 0; i < 2 * N; ++i) {
+        const unsigned c = i / chunk, from = (c / 2) * chunk + i % chunk;
+        const T x = (c % 2 == 0) ? v.e[from] : w.e[from];
+        if (i < N) r.first.e[i] = x;
+        else r.second.e[i - N] = x;
+    }
     return r;
 }
 // UG1529 aie::max / aie::min, lane by lane, of two vectors or of a vector and a scalar.
@@ -166,6 +220,8 @@ template <typename T> T saturate(std::int64_t v)
 // UG1529 aie::accum<Tag, N>: N accumulator lanes (int64 on the host, see the top of this file).
 template <typename Tag, unsigned N>
 struct accum {
+    static_assert(!detail::check_sizes || (detail::power_of_two(N) && N * Tag::bits >= 256),
+                  "AIE-ML accumulators are a power of two of lanes and at least 256 bits (UG1529)");
     std::array<std::int64_t, N> lane{};
     static constexpr unsigned size() { return N; }
     accum() = default;
@@ -207,11 +263,32 @@ struct accum {
         return r;
     }
 };
-// UG1529 aie::add(acc, acc): lane-by-lane sum.
+// UG1529 aie::zeros<AccumTag, N>(): an accumulator of zeros.
+template <typename Tag, unsigned N>
+    requires(!std::is_arithmetic_v<Tag>)
+accum<Tag, N> zeros()
+{
+    return accum<Tag, N>();
+}
+// UG1529 aie::add(acc, acc), add(acc, vector) and add(acc, value): lane-by-lane sums in the accumulator.
 template <typename Tag, unsigned N> accum<Tag, N> add(const accum<Tag, N>& a, const accum<Tag, N>& b)
 {
     accum<Tag, N> r;
     for (unsigned i = 0; i < N; ++i) r.lane[i] = a.lane[i] + b.lane[i];
+    return r;
+}
+template <typename Tag, typename T, unsigned N> accum<Tag, N> add(const accum<Tag, N>& a, const vector<T, N>& v)
+{
+    accum<Tag, N> r;
+    for (unsigned i = 0; i < N; ++i) r.lane[i] = a.lane[i] + std::int64_t(v.e[i]);
+    return r;
+}
+template <typename Tag, unsigned N, typename E>
+    requires std::is_integral_v<E>
+accum<Tag, N> add(const accum<Tag, N>& a, E x)
+{
+    accum<Tag, N> r;
+    for (unsigned i = 0; i < N; ++i) r.lane[i] = a.lane[i] + std::int64_t(x);
     return r;
 }
 
@@ -286,6 +363,15 @@ mul(const vector<T1, N>& v, const vector<T2, N>& w)
     using Tag = std::conditional_t<std::is_void_v<AccTag>, detail::default_mul_tag<T1, T2>, AccTag>;
     accum<Tag, N> r;
     for (unsigned i = 0; i < N; ++i) r.lane[i] = std::int64_t(v.e[i]) * std::int64_t(w.e[i]);
+    return r;
+}
+
+// UG1529 aie::mac(acc, v, w): acc plus the lane-by-lane products of v and w, exact, in acc's accumulator.
+template <typename Tag, typename T1, typename T2, unsigned N>
+accum<Tag, N> mac(const accum<Tag, N>& acc, const vector<T1, N>& v, const vector<T2, N>& w)
+{
+    accum<Tag, N> r;
+    for (unsigned i = 0; i < N; ++i) r.lane[i] = acc.lane[i] + std::int64_t(v.e[i]) * std::int64_t(w.e[i]);
     return r;
 }
 
