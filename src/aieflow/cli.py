@@ -182,9 +182,9 @@ def simulate(project: Path, input_path: Path, output_path: Path, raw: bool, engi
     if input_path is None or output_path is None:
         raise DesignError("--input and --output are needed", hint="or use --engine host alone to run the project's data files")
     from .files import save_array
-    from .inputs import check_input, load_array
+    from .inputs import check_source, load_array
 
-    x = check_input(load_array(input_path, "--input"), design.graph.tensors[design.graph.inputs[0]], "--input")
+    x = check_source(load_array(input_path, "--input"), design.graph.tensors[design.graph.inputs[0]], "--input")
     if engine == "host":
         from .host.run import run as run_host
 
@@ -276,11 +276,13 @@ def devices(as_json: bool) -> None:
 @main.command()
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("build/demo"),
               show_default=True, help="Project folder for the demo design.")
-def demo(output: Path) -> None:
-    """Build the bundled jet-tagging MLP, compile it, write the project and check it against onnxruntime."""
+@click.option("--model", "model_kind", type=click.Choice(["mlp", "cnn"]), default="mlp", show_default=True,
+              help="mlp: the jet-tagging MLP; cnn: a small calorimeter-image CNN.")
+def demo(output: Path, model_kind: str) -> None:
+    """Build a bundled model (no download), compile it, write the project and check it against onnxruntime."""
     from .demo import run_demo
 
-    if not run_demo(output):
+    if not run_demo(output, model_kind=model_kind):
         sys.exit(1)
 
 

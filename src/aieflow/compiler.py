@@ -41,9 +41,9 @@ def compile(model, device: str = "ve2802", batch: int | None = None, *,  # noqa:
                            batch=batch, layers=layers)
     imported = model if isinstance(model, Imported) else import_model(model, example_input)
     if calibration is not None:  # checked before the mapping's work, not after it
-        from .inputs import check_input
+        from .inputs import check_source
 
-        calibration = check_input(calibration, imported.graph.tensors[imported.graph.inputs[0]], "calibration")
+        calibration = check_source(calibration, imported.graph.tensors[imported.graph.inputs[0]], "calibration")
         if calibration.dtype.kind != "f":
             raise ModelError(f"calibration has dtype {calibration.dtype}; it is the source model's input",
                              hint="give floats, as the model's input quantizer takes them")

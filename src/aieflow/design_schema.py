@@ -108,8 +108,9 @@ def array(v, path: str) -> None:
 def tiling(v, path: str) -> None:
     obj(v, path)
     dims = field(v, "buffer_dimension", path, ints, 1)
-    for key in ("tiling_dimension", "offset"):
-        got = field(v, key, path, ints)
+    # An offset may be negative: a reader starting before the buffer reads zeros there (memory-tile padding).
+    for key, lo in (("tiling_dimension", 0), ("offset", -(1 << 24))):
+        got = field(v, key, path, ints, lo)
         if len(got) != len(dims):
             raise fail(f"{path}.{key}", f"must have {len(dims)} entries like buffer_dimension", got)
     if v.get("boundary_dimension") is not None:

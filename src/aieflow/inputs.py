@@ -32,7 +32,13 @@ def load_array(path: str | Path, what: str) -> np.ndarray:
 
 
 def check_input(x, tensor: Tensor, what: str = "input", allow_empty: bool = False) -> np.ndarray:
-    """x as a [samples, features] array of floats or in-range integers for `tensor`, or one DesignError."""
+    """x checked (check_source) and returned as [samples, features] in the compiler's channels-last order."""
+    return tensor.from_source(check_source(x, tensor, what, allow_empty))
+
+
+def check_source(x, tensor: Tensor, what: str = "input", allow_empty: bool = False) -> np.ndarray:
+    """x as a [samples, *shape] array (the model's own layout) of floats or in-range integers for `tensor`,
+    or one DesignError."""
     try:
         x = np.asarray(x)
     except (ValueError, TypeError) as e:
@@ -58,7 +64,7 @@ def check_input(x, tensor: Tensor, what: str = "input", allow_empty: bool = Fals
         if lo < t.qmin or hi > t.qmax:
             raise DesignError(f"{what}: raw integers from {lo} to {hi} are outside the input type "
                               f"[{t.qmin}, {t.qmax}]", hint="give floats to quantize, or integers in range")
-    return tensor.from_source(x)
+    return x
 
 
 def _layout(tensor: Tensor) -> str:
