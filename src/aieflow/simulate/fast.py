@@ -16,7 +16,9 @@ bound; the others run here on the CPU. torch is imported only then and is never 
 from __future__ import annotations
 
 import functools
+import os
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -200,13 +202,22 @@ def _execute(design, h: np.ndarray, device: str, precision: str) -> np.ndarray:
     if h.shape[0] == 0:
         return np.zeros((0, g.tensors[g.outputs[0]].features), dtype=np.int64)
     rows = chunk_rows(design, h.shape[0])
-    parts = []
-    for start in range(0, h.shape[0], rows):
-        part = h[start:start + rows]
-        if where == "cpu":
-            parts.append(_run_cpu(design, plans, part, precision))
-        else:
-            parts.append(_run_torch(design, plans, part, precision, where))
+    # Plans whose arithmetic runs on one core (many small products, which BLAS does not spread over the
+    # cores) let the chunks of a batch run side by side, one per core; the others keep BLAS's own threads.
+    workers = os.cpu_count() or 1
+    if where == "cpu" and workers > 1 and any(getattr(p, "single_threaded", False) for p in plans):
+        rows = max(1, min(rows, -(-h.shape[0] // workers)))
+        with ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(lambda start: _run_cpu(design, plans, h[start:start + rows], precision),
+                                  range(0, h.shape[0], rows)))
+    else:
+        parts = []
+        for start in range(0, h.shape[0], rows):
+            part = h[start:start + rows]
+            if where == "cpu":
+                parts.append(_run_cpu(design, plans, part, precision))
+            else:
+                parts.append(_run_torch(design, plans, part, precision, where))
     if len(parts) == 1:
         return parts[0]
     if len({p.dtype for p in parts}) > 1:

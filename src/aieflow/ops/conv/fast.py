@@ -25,6 +25,9 @@ class ConvPlan:
     bias: np.ndarray
     x_magnitude: int  # the input type's largest magnitude, for the exactness bound
     precision: str = "int64"  # exact by layer_output's own choice
+    # Its products are many small ones per tap, which run on one core: the fast emulator may run chunks
+    # of a batch side by side.
+    single_threaded: bool = True
 
     @property
     def inputs(self) -> tuple[str, ...]:
