@@ -167,8 +167,11 @@ def validate(data) -> None:
             shape = field(t, "shape", p, lst)
             if not 1 <= len(shape) <= 4:
                 raise fail(f"{p}.shape", "must list 1 to 4 dimensions", shape)
+            size = 1
             for j, v in enumerate(shape):
-                integer(v, f"{p}.shape[{j}]", 1, 1 << 24)
+                size *= integer(v, f"{p}.shape[{j}]", 1, 1 << 24)
+            if size > 1 << 24:
+                raise fail(f"{p}.shape", f"holds {size} values a sample, more than {1 << 24}", shape)
         else:
             field(t, "features", p, integer, 1)
         if "source_order" in t:

@@ -90,7 +90,9 @@ def _layers(design: Design) -> list[str]:
     for layer in design.layers:
         cfg = layer.config
         kernels = {(t.chain, t.stage): t for t in design.tiles if t.layer == layer.op.name}
-        if set(kernels) != {(c, s) for c in range(cfg.cas_num) for s in range(cfg.cas_length)}:
+        # Counted before enumerated: a corrupt design.json may claim a grid of 2**40 kernels.
+        if len(kernels) != cfg.cas_num * cfg.cas_length or \
+                set(kernels) != {(c, s) for c in range(cfg.cas_num) for s in range(cfg.cas_length)}:
             found.append(f"{layer.op.name}: {len(kernels)} kernels for a {cfg.cas_num} x {cfg.cas_length} grid")
             continue
         found += _rules(layer.op.kind).rules(design, layer)
