@@ -1,4 +1,8 @@
-"""hls4ml ModelGraphs (io_parallel) into the aieflow Graph, bit-exact with hls4ml's C simulation.
+"""hls4ml ModelGraphs (io_parallel and io_stream) into the aieflow Graph, bit-exact with hls4ml's C simulation.
+
+io_stream changes how values travel between layers (FIFOs of packed pixels), not what a layer computes: its
+Dense (nnet_dense_stream.h) unpacks the stream and calls the same dense kernel, and its activations cast each
+value as io_parallel's do, so both io types convert alike.
 
 hls4ml's C simulation computes a Dense layer (nnet_dense_latency.h) as: every product x * w exactly, cast to
 accum_t; the bias cast to accum_t; the products added one by one into the accum_t accumulator (each sum cast
@@ -96,8 +100,9 @@ def import_hls4ml(hls_model) -> Imported:
     if not hasattr(hls_model, "get_layers"):
         raise ModelError(f"expected an hls4ml ModelGraph, got {type(hls_model).__name__}")
     io_type = hls_model.config.get_config_value("IOType")
-    if io_type not in (None, "io_parallel"):
-        raise ModelError(f"IOType '{io_type}' is not supported", hint="convert the model with io_type='io_parallel'")
+    if io_type not in (None, "io_parallel", "io_stream"):
+        raise ModelError(f"IOType '{io_type}' is not supported", hint="convert the model with io_type='io_parallel' "
+                                                                     "or 'io_stream'")
     graph, traced = _convert(hls_model)
     backend = getattr(hls_model.config.backend, "name", "")
     reference = _csim_reference(hls_model, graph, traced) if backend != "AIEFlow" else None
