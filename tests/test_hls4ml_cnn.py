@@ -226,6 +226,15 @@ def test_keras_cnn_is_bit_exact_in_both_io_types(keras_cnn, io_type, tmp_path):
 
     rep = aieflow.compile(imported, calibration=x.astype(np.float32)).exactness
     assert rep.exact and rep.model.values == 500 and len(rep.layers) >= 5, rep.lines()
+    if io_type == "io_stream":  # the AIEFlow backend plugin: hls4ml converts, aieflow's emulator predicts
+        cfg = hls4ml.utils.config_from_keras_model(model, granularity="name", backend="AIEFlow")
+        cfg["LayerName"][next(iter(cfg["LayerName"]))]["Precision"]["result"] = "fixed<8,3,RND_CONV,SAT>"
+        for name, prec in precisions.items():
+            cfg["LayerName"][name]["Precision"].update(prec)
+        aie = hls4ml.converters.convert_from_keras_model(model, hls_config=cfg, backend="AIEFlow", io_type=io_type,
+                                                        output_dir=str(tmp_path / "aie"))
+        ours, theirs = aie.predict(x), hm.predict(x)
+        assert ours.shape == (100, 5) and np.array_equal(ours, np.asarray(theirs).reshape(ours.shape))
 
 
 def test_conv1d_model_is_bit_exact(tmp_path):
@@ -380,3 +389,215 @@ def test_refusals_name_the_layer(tmp_path, build, node, words):
     assert e.value.node == node, str(e.value)
     for w in words:
         assert w in str(e.value), str(e.value)
+
+
+# --- the full random sweep ---------------------------------------------------------------------------------
+
+Q_MODES = ["TRN", "TRN_ZERO", "RND", "RND_ZERO", "RND_INF", "RND_MIN_INF", "RND_CONV"]
+O_MODES = ["SAT", "SAT_SYM", "WRAP"]
+
+
+def _rtype(rng, bits=(3, 16), signed=True, sat_zero=0.02):
+    """A random fixed type (1 <= I <= W: the open ap_types headers abort on some casts into other types)."""
+    bits = int(rng.integers(bits[0], bits[1] + 1))
+    if not signed:
+        bits = min(bits, 8)
+    integer = int(rng.integers(1, bits + 1))
+    o = "SAT_ZERO" if rng.random() < sat_zero else O_MODES[int(rng.integers(0, 3))]
+    text = f"{'' if signed else 'u'}fixed<{bits},{integer},{Q_MODES[int(rng.integers(0, 7))]},{o}>"
+    return text, (bits + (0 if signed else 1), bits - integer)  # (bits of a signed holder, frac)
+
+
+def _random_cnn(seed: int, out_dir: str):
+    """A random Keras CNN (1-D or 2-D; 1-3 blocks of conv / depthwise / pointwise, kernels 1-3, strides 1-2,
+    'valid' or 'same', ReLU, max or average pooling, BatchNormalization; then Flatten or a global pool and a
+    Dense), random types of 3-16 bits with random modes (some 'auto', some narrow accumulators), weights on
+    their grids, its hls4ml ModelGraph in a random io type, and 100 inputs."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    io_type = IO_TYPES[int(rng.integers(0, 2))]
+    two_d = bool(rng.random() < 0.6)
+    dims = [int(rng.integers(4, 9)), int(rng.integers(4, 9))] if two_d else [int(rng.integers(6, 17))]
+    chans = int(rng.integers(1, 4))
+    L = keras.layers
+    layers = [keras.Input((*dims, chans))]
+    prec: dict[str, dict] = {}
+    in_text, (xb, xf) = _rtype(rng, (4, 10), sat_zero=0)
+    x = (xb, xf)  # the current values' type: bits of a signed holder, fractional bits (None: 'auto')
+
+    def conv_prec(name, taps, relu_next):
+        nonlocal x
+        wt, (wb, wf) = _rtype(rng, (2, 8))
+        wt = f"fixed<{wb},{wb - wf}>"
+        bb = int(rng.integers(2, 13))
+        bf = max(0, min(bb - 1, x[1] + wf - int(rng.integers(0, 4))))
+        af = max(x[1] + wf, bf)
+        ai = max(x[0] - x[1] + wb - wf + int(np.ceil(np.log2(taps + 1))) + 1, bb - bf + 1)
+        acc = f"fixed<{ai + af},{ai}>"
+        if rng.random() < 0.15:  # a narrower one, sometimes too narrow
+            ai2 = max(1, ai - int(rng.integers(0, 5)))
+            acc = f"fixed<{max(ai2, ai2 + af - int(rng.integers(0, 3)))},{ai2},{Q_MODES[int(rng.integers(0, 7))]}," \
+                  f"{O_MODES[int(rng.integers(0, 3))]}>"
+        rt, x_new = _rtype(rng)
+        if relu_next and rng.random() < 0.3:
+            rt, x_new = "auto", None
+        prec[name] = {"weight": wt, "bias": f"fixed<{bb},{bb - bf}>", "accum": acc, "result": rt}
+        x = x_new
+        return wb, wf, bb, bf
+
+    weights = {}
+    for i in range(int(rng.integers(1, 4))):
+        kind = ["conv", "conv", "conv", "depthwise", "pointwise"][int(rng.integers(0, 5))]
+        k = 1 if kind == "pointwise" else int(rng.integers(1, 4))
+        if min(dims) < k:
+            break
+        stride = 2 if rng.random() < 0.3 and min(dims) >= k + 1 else 1
+        padding = "same" if rng.random() < 0.5 else "valid"
+        name = f"c{i}"
+        ks = (k, k) if two_d else (k,)
+        if kind == "depthwise":
+            layers.append((L.DepthwiseConv2D if two_d else L.DepthwiseConv1D)(ks, strides=stride, padding=padding,
+                                                                              name=name))
+            taps = k ** len(dims)
+        else:
+            co = int(rng.integers(1, 6))
+            layers.append((L.Conv2D if two_d else L.Conv1D)(co, ks, strides=stride, padding=padding, name=name))
+            taps = k ** len(dims) * chans
+            chans = co
+        dims = [(d + stride - 1) // stride if padding == "same" else (d - k) // stride + 1 for d in dims]
+        relu = bool(rng.random() < 0.6)
+        weights[name] = conv_prec(name, taps, relu)
+        if relu:
+            rt, x_new = _rtype(rng, signed=bool(rng.random() < 0.7)) if rng.random() < 0.6 or x is None else \
+                (prec[name]["result"], x)
+            layers.append(L.Activation("relu", name=f"r{i}"))
+            prec[f"r{i}"] = {"result": rt}
+            x = x_new
+        if min(dims) >= 2 and rng.random() < 0.4:
+            avg = bool(rng.random() < 0.5)
+            layers.append((L.AveragePooling2D if avg else L.MaxPooling2D)(2, name=f"p{i}") if two_d else
+                          (L.AveragePooling1D if avg else L.MaxPooling1D)(2, name=f"p{i}"))
+            dims = [d // 2 for d in dims]
+            if rng.random() < 0.4:
+                rt, x_new = _rtype(rng)
+                prec[f"p{i}"] = {"result": rt}
+                x = x_new
+        if rng.random() < 0.2:
+            layers.append(L.BatchNormalization(name=f"bn{i}"))
+            rt, x_new = _rtype(rng)
+            prec[f"bn{i}"] = {"scale": f"fixed<8,{int(rng.integers(1, 5))}>", "bias": f"fixed<8,{int(rng.integers(1, 5))}>",
+                              "result": rt}
+            x = x_new
+    end = ["flatten", "gap", "gmp"][int(rng.integers(0, 3))]
+    if end == "flatten":
+        layers.append(L.Flatten(name="fl"))
+    else:
+        glob = {"gap": (L.GlobalAveragePooling2D, L.GlobalAveragePooling1D),
+                "gmp": (L.GlobalMaxPooling2D, L.GlobalMaxPooling1D)}[end]
+        layers.append(glob[0 if two_d else 1](name=end))
+        n = int(np.prod(dims))
+        extra = int(np.ceil(np.log2(n))) if end == "gap" else 0
+        if x is not None and rng.random() < 0.85:
+            acc = f"fixed<{x[0] + 2 * extra},{x[0] - x[1] + extra}>"  # holds the sum and the exact average
+        else:
+            acc = _rtype(rng)[0]
+        rt, x_new = _rtype(rng)
+        prec[end] = {"accum": acc, "result": rt}
+        x = x_new
+    layers.append(L.Dense(int(rng.integers(1, 7)), name="d"))
+    taps = int(np.prod(dims)) * chans if end == "flatten" else chans
+    if x is None:
+        x = (16, 8)
+    weights["d"] = conv_prec("d", taps, False)
+    model = keras.Sequential(layers)
+    for layer in model.layers:
+        ws = layer.get_weights()
+        if layer.name in weights:
+            wb, wf, bb, bf = weights[layer.name]
+            w = rng.integers(-(1 << (wb - 1)), 1 << (wb - 1), ws[0].shape).astype(np.float64)
+            b = rng.integers(-(1 << (bb - 1)), 1 << (bb - 1), ws[1].shape).astype(np.float64)
+            layer.set_weights([np.ldexp(w, -wf), np.ldexp(b, -bf)])
+        elif ws:  # batch norm: gamma, beta, mean, variance
+            c = ws[0].shape[0]
+            layer.set_weights([rng.integers(-12, 13, c) / 8, rng.integers(-16, 17, c) / 8, np.zeros(c), np.ones(c)])
+            layer.epsilon = 0.0
+    hm = _convert(model, prec, io_type, out_dir, input_type=in_text)
+    x_in = _inputs(rng, 100, (*[int(d) for d in model.input_shape[1:]],), xb, True, xf)
+    return hm, x_in, io_type
+
+
+_REASONS = ("SAT_ZERO", "fractional bits but the products", "could overflow", "AI Engine activations",
+            "rounds or overflows before", "weights are int8", "wrapping type", "cannot hold the sum",
+            "not a power of two", "truncates it before", "average pooling over padding", "cannot be stored",
+            "sign-dependent mode", "rounds or overflows it")
+
+
+def _run_cnn(seed: int, root: str) -> dict:
+    import contextlib
+    import io
+
+    out = {"seed": seed}
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            hm, x, io_type = _random_cnn(seed, os.path.join(root, f"m{seed}"))
+    except Exception as e:  # noqa: BLE001 - hls4ml's own converter failing is counted, not ours
+        return {**out, "hls4ml_failed": f"{type(e).__name__}: {str(e)[:80]}"}
+    out["io"] = io_type
+    try:
+        imported = import_hls4ml(hm, exact=True)
+    except ModelError as e:
+        out["refused"] = next((k for k in _REASONS if k in e.reason), e.reason[:60])
+        try:  # what the default (exact=False) makes of it, measured
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                imported = import_hls4ml(hm)
+        except ModelError as e2:
+            out["refused_default"] = next((k for k in _REASONS if k in e2.reason), e2.reason[:60])
+            return out
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        mism, stats = _compare(imported, x)
+    out.update(mism=mism, exact=all(v == 0 for v in mism.values()), ties=stats["ties+"] + stats["ties-"],
+               sat=stats["sat"], kinds=sorted({op.kind for op in imported.graph.ops}), layers=len(imported.graph.ops),
+               values=int(np.prod(x.shape[:1])) * imported.graph.tensors[imported.graph.outputs[0]].features)
+    return out
+
+
+@pytest.mark.full
+def test_full_random_cnn_sweep_against_c_simulation(tmp_path):
+    import concurrent.futures as cf
+    import multiprocessing as mp
+    import time
+    from collections import Counter
+
+    target = int(os.environ.get("AIEFLOW_HLS4ML_CNN_MODELS", "40"))  # CNNs compared with exact=True
+    t0 = time.time()
+    workers = max(1, min(16, (os.cpu_count() or 2)))
+    results: list[dict] = []
+
+    def strict(r):
+        return "mism" in r and "refused" not in r
+
+    with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        while sum(map(strict, results)) < target and len(results) < 4 * target:
+            more = max(workers, int(1.3 * (target - sum(map(strict, results)))))
+            seeds = range(len(results), len(results) + more)
+            results += list(pool.map(_run_cnn, seeds, [str(tmp_path)] * len(seeds)))
+    ran = [r for r in results if strict(r)]
+    exact = sum(r["exact"] for r in ran)
+    refused = Counter(r["refused"] for r in results if "refused" in r)
+    approx = [r for r in results if "refused" in r and "mism" in r]
+    failed = Counter(r["hls4ml_failed"] for r in results if "hls4ml_failed" in r)
+    ios = Counter(r["io"] for r in ran)
+    kinds = Counter(k for r in ran for k in r["kinds"])
+    print(f"\nhls4ml CNN sweep: {len(results)} models, {len(ran)} compared with the C simulation under exact=True "
+          f"({dict(ios)}), {exact} bit-exact, layers {sum(r['layers'] for r in ran)} {dict(kinds)}, ties hit "
+          f"{sum(r['ties'] for r in ran)}, saturations/wraps {sum(r['sat'] for r in ran)}; refused by exact=True "
+          f"{sum(refused.values())} {dict(refused)}; of those, compiled by the default and measured: {len(approx)}, "
+          f"bit-exact anyway {sum(r['exact'] for r in approx)}, output values differing "
+          f"{sum(r['mism']['model'] for r in approx)} of {sum(r['values'] for r in approx)}; refused by the default "
+          f"too {dict(Counter(r['refused_default'] for r in results if 'refused_default' in r))}; hls4ml itself "
+          f"failed {sum(failed.values())} {dict(failed)}; {time.time() - t0:.0f} s")
+    bad = [r for r in ran if not r["exact"]]
+    assert not bad, bad[:5]
+    assert len(ran) >= target
