@@ -301,6 +301,30 @@ def test_depthwise_separable_block_with_auto_types_is_bit_exact(tmp_path):
     assert stats["ties+"] and stats["ties-"] and stats["sat"], stats
 
 
+def test_resource_strategy_weights_are_read_in_their_order(tmp_path):
+    """Strategy Resource transposes Conv2D and Dense weights in the ModelGraph ([F, H, W, C], [n_out, n_in]);
+    they are read back in the IR's order."""
+    import keras
+
+    model = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.Conv2D(4, 3, name="c1"),
+                              keras.layers.Flatten(name="fl"), keras.layers.Dense(5, name="d")])
+    _keras_weights(model, 3)
+    cfg = hls4ml.utils.config_from_keras_model(model, granularity="name", backend="Vivado")
+    cfg["LayerName"][next(iter(cfg["LayerName"]))]["Precision"]["result"] = "fixed<8,3,RND_CONV,SAT>"
+    for name, prec in {"c1": {**CONV, "result": "fixed<10,4,RND,SAT>"},
+                       "d": {"weight": "fixed<8,3>", "bias": "fixed<8,3>", "accum": "fixed<32,14>",
+                             "result": "fixed<12,6,RND,SAT>"}}.items():
+        cfg["LayerName"][name].update({"Strategy": "Resource", "ReuseFactor": 2})
+        cfg["LayerName"][name]["Precision"].update(prec)
+    cfg["Model"]["Strategy"] = "Resource"
+    hm = hls4ml.converters.convert_from_keras_model(model, hls_config=_trace_all(cfg), backend="Vivado",
+                                                   io_type="io_parallel", output_dir=str(tmp_path / "prj"))
+    assert all(l.get_attr("_weights_transposed") for l in hm.get_layers() if l.name in ("c1", "d"))
+    mism, stats = _compare(import_hls4ml(hm, exact=True), _inputs(np.random.default_rng(1), 100, (6, 6, 2), 8, True, 5))
+    assert set(mism) == {"c1", "d", "model"} and all(v == 0 for v in mism.values()), mism
+    assert stats["ties+"] and stats["ties-"] and stats["sat"], stats
+
+
 # --- hls4ml's default configuration: measured, not refused ---------------------------------------------------
 
 
