@@ -83,9 +83,10 @@ def _backend_class():
             """The design run on aieflow's emulator: dequantized outputs, shaped as hls4ml's predict shapes them."""
             design = getattr(model, "_aieflow_design", None) or build_design(model)
             a = np.asarray(x)
-            single = a.ndim == 1
-            rows = a.reshape(1 if single else a.shape[0], -1)
-            y = design.simulate(rows.astype(np.float64))
+            tin = design.graph.tensors[design.graph.inputs[0]]
+            single = a.size == tin.features and a.ndim in (1, len(tin.shape))  # one sample, flat or shaped
+            rows = a.reshape(1 if single else a.shape[0], *tin.source_shape)  # hls4ml takes flat rows too
+            y = design.simulate(rows.astype(np.float64)).reshape(len(rows), -1)  # hls4ml returns flat rows
             y = y.astype(a.dtype if a.dtype in (np.float32, np.float64) else np.float64)
             return y[0] if single else y
 
