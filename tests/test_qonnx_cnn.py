@@ -4,7 +4,8 @@ module's forward pass, layer by layer and through the compiled design, and every
 Default run: 12 random QONNX CNNs and 6 random Brevitas CNNs (each compiled with aieflow.compile, which
 measures the design against the source; then every layer and the design's output compared on 64 more inputs
 that hit ties and saturation), the small Brevitas CNN trained on synthetic 16x16 images, hand-built
-BatchNormalization forms, and the refusals. `-m full`: 120 random QONNX CNNs and 100 random Brevitas CNNs
+BatchNormalization forms, the refusals, and the mapping of a requantized map whose size is no multiple of
+the requant kernel's 16 lanes. `-m full`: 120 random QONNX CNNs and 100 random Brevitas CNNs
 (asserted bit-exact or refused with a clear error); prints counts with -s.
 """
 
@@ -546,3 +547,41 @@ def test_brevitas_refusals():
         import_torch(m, torch.randn(2, 2, 6, 6))
     with pytest.raises(ModelError, match="example_input has shape"):
         import_torch(m, torch.randn(2, 2, 6, 6, 6))
+
+
+# --- the mapping: a requantization of a map whose size is no multiple of the kernel's lanes -------------------
+
+
+@pytest.mark.parametrize("shape", [(4, 6, 3), (10, 3), (5, 5, 5)])
+def test_a_requant_of_a_map_writes_its_padded_tile_past_the_map(shape):
+    """The requant kernel's last tile is padded to 16 lanes; its memory-tile buffer gets rows past the map for
+    the padding (readers see them as zeros), so the design is legal and equals the IR, as a graph output and
+    before a padded conv that reads the map through windows."""
+    from aieflow.exactness import evaluate
+    from aieflow.ir import Graph, Tensor
+    from aieflow.mapping.check import violations
+    from aieflow.numerics import FixedType
+    from aieflow.ops.conv import conv_op
+    from aieflow.ops.requant import requant_op
+
+    t8 = FixedType(8, True, 0)
+    order = (1, 2, 0) if len(shape) == 3 else (1, 0)
+    n, c = int(np.prod(shape)), shape[-1]
+    rng = np.random.default_rng(0)
+    k = (3, 3) if len(shape) == 3 else (1, 3)
+    pads = (1, 1, 1, 1) if len(shape) == 3 else (0, 1, 0, 1)
+    for with_conv in (False, True):
+        tensors = {name: Tensor(name, shape, t8, source_order=order) for name in ("x", "m", "y")}
+        ops = [requant_op("rq", "x", "m", rng.integers(-20, 20, n), 1)]
+        if with_conv:
+            ops.append(conv_op("cv", "m", "y", rng.integers(-5, 5, (*k, c, c)), np.zeros(c), t8, kernel=k,
+                               strides=(1, 1), pads=pads, shift=3))
+        out = "y" if with_conv else "m"
+        g = Graph("g", {t: v for t, v in tensors.items() if with_conv or t != "y"}, tuple(ops), ("x",), (out,))
+        for objective in ("resource", "throughput"):
+            design = aieflow.compile(g.validate(), batch=BATCH, objective=objective)
+            assert violations(design) == []
+            q = rng.integers(-128, 128, (9, *tensors["x"].source_shape))
+            want = evaluate(g, tensors["x"].from_source(q))[out]
+            for fast in (False, True):
+                assert np.array_equal(tensors[out].from_source(design.simulate(q, raw=True, fast=fast)), want)
