@@ -159,3 +159,325 @@ def brevitas_inputs(imported, n: int, rng: np.random.Generator) -> np.ndarray:
     v[:m] = special[:m]
     rng.shuffle(v)
     return (v * t.real_scale).astype(np.float32).reshape(n, t.features)
+
+
+# --- convolutional networks ---------------------------------------------------------------------------------------
+#
+# Brevitas CNNs in the same power-of-two style: QuantConv1d / QuantConv2d (Int8WeightPerTensorFixedPoint with a
+# bit-width override, Int32Bias), QuantReLU / QuantIdentity activations, torch's MaxPool1d / MaxPool2d on
+# quantized tensors (Brevitas 0.13 has no QuantMaxPool), TruncAvgPool2d (Brevitas' QuantAvgPool2d), and
+# BatchNorm1d / BatchNorm2d before a QuantIdentity. The BatchNorms carry statistics that fold exactly into
+# integers: per-channel scales gamma / sqrt(var + eps) = sign x {1, 3/4, 5/4} x 2**e with var a power of four
+# large enough that eps rounds away (in float32 and in double), offsets on a power-of-two grid. A trained
+# BatchNorm's statistics are not of that form; `snap_batchnorm` rounds them to it (scales to powers of two,
+# offsets to a grid), the form an integer pipeline folds exactly.
+
+
+def _bn_modules(module):
+    import torch
+
+    return [m for m in module.modules() if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))]
+
+
+def set_batchnorm(bn, scale, offset, rng: np.random.Generator):
+    """Give a BatchNorm eval-mode statistics whose per-channel y = scale * x + offset (exact float32 values)
+    come out exactly in float32 arithmetic: var = 4**k (k in 5..7), gamma = scale * 2**k, mean on the grid
+    of the offsets over the scales, beta = offset + mean * scale."""
+    import torch
+
+    scale = np.asarray(scale, dtype=np.float64)
+    offset = np.asarray(offset, dtype=np.float64)
+    c = scale.shape[0]
+    kv = rng.integers(5, 8, c)
+    # mean: small integers on a grid that keeps mean * scale on a grid of 2**-8 of the offset's range
+    step = np.exp2(np.floor(np.log2(np.maximum(np.abs(offset).max(initial=0), 2.0 ** -6))) - 8)
+    _, s_exp = np.frexp(np.where(scale == 0, 1.0, scale))
+    mean = rng.integers(-16, 17, c) * step * np.exp2(-(s_exp - 1)) * 4
+    beta = offset + mean * scale
+    for name, v in (("scale", scale), ("offset", offset), ("beta", beta), ("mean", mean)):
+        if not np.all(np.asarray(v, dtype=np.float32) == v):
+            raise ValueError(f"BatchNorm {name} is not exact in float32")
+    with torch.no_grad():
+        bn.running_var.copy_(torch.from_numpy(np.exp2(2.0 * kv).astype(np.float32)))
+        bn.running_mean.copy_(torch.from_numpy(mean.astype(np.float32)))
+        bn.weight.copy_(torch.from_numpy((scale * np.exp2(kv)).astype(np.float32)))
+        bn.bias.copy_(torch.from_numpy(beta.astype(np.float32)))
+    return bn
+
+
+def snap_batchnorm(module, offset_bits: int = 8, spread: int = 3, rng: np.random.Generator | None = None):
+    """Round every BatchNorm's eval-mode affine y = a * x + b to an exactly foldable one: a to a power of two
+    (of either sign; within 2**spread of the channel with the largest |a|, so that the folded weights stay
+    narrow), b to the grid 2**-offset_bits. Returns the module."""
+    rng = rng if rng is not None else np.random.default_rng(0)
+    for bn in _bn_modules(module):
+        var = bn.running_var.detach().double().numpy()
+        a = bn.weight.detach().double().numpy() / np.sqrt(var + bn.eps)
+        b = bn.bias.detach().double().numpy() - bn.running_mean.detach().double().numpy() * a
+        e = np.round(np.log2(np.maximum(np.abs(a), 1e-30)))
+        e = np.clip(e, e.max() - spread, e.max())
+        scale = np.where(a < 0, -1.0, 1.0) * np.exp2(e)
+        offset = np.round(b * 2.0 ** offset_bits) / 2.0 ** offset_bits
+        set_batchnorm(bn, scale, offset, rng)
+    return module
+
+
+def _conv_layer(dims: int):
+    from brevitas import nn as qnn
+
+    return qnn.QuantConv1d if dims == 1 else qnn.QuantConv2d
+
+
+def brevitas_cnn(in_channels: int = 1, image: tuple = (16, 16), classes: int = 4, channels=(4, 8),
+                 act_bits: int = 8, weight_bits: int = 8, batchnorm: bool = True):
+    """A small Brevitas CNN for 2-D images [N, in_channels, H, W]: QuantIdentity; QuantConv2d 3x3 (pad 1) ->
+    BatchNorm2d -> QuantIdentity -> QuantReLU -> MaxPool2d(2); QuantConv2d 3x3 (pad 1) -> QuantReLU ->
+    TruncAvgPool2d(2); Flatten -> QuantLinear with an output quantizer (class scores)."""
+    _need_brevitas()
+    import torch
+    from brevitas import nn as qnn
+    from brevitas.quant import (Int8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint, Int32Bias, RoundTo8bit,
+                                Uint8ActPerTensorFixedPoint)
+
+    c1, c2 = channels
+    conv = dict(weight_quant=Int8WeightPerTensorFixedPoint, weight_bit_width=weight_bits, bias=True,
+                bias_quant=Int32Bias, return_quant_tensor=True)
+    layers = [qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, bit_width=act_bits, return_quant_tensor=True),
+              qnn.QuantConv2d(in_channels, c1, 3, padding=1, **conv)]
+    if batchnorm:
+        layers += [torch.nn.BatchNorm2d(c1),
+                   qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, bit_width=act_bits,
+                                     return_quant_tensor=True)]
+    layers += [qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, bit_width=act_bits, return_quant_tensor=True),
+               torch.nn.MaxPool2d(2),
+               qnn.QuantConv2d(c1, c2, 3, padding=1, **conv),
+               qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, bit_width=act_bits, return_quant_tensor=True),
+               qnn.TruncAvgPool2d(2, trunc_quant=RoundTo8bit, bit_width=act_bits, return_quant_tensor=True),
+               torch.nn.Flatten(),
+               qnn.QuantLinear(c2 * (image[0] // 4) * (image[1] // 4), classes, bias=True,
+                               weight_quant=Int8WeightPerTensorFixedPoint, weight_bit_width=weight_bits,
+                               bias_quant=Int32Bias, output_quant=Int8ActPerTensorFixedPoint,
+                               output_bit_width=act_bits)]
+    return torch.nn.Sequential(*layers)
+
+
+def synthetic_images(samples: int, seed: int, size: tuple = (16, 16), classes: int = 4):
+    """(x [samples, 1, H, W], labels [samples]) float32 / int64 torch tensors: stripes of four orientations
+    (horizontal, vertical and the two diagonals) at random frequencies and phases, with noise."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    h, w = size
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    labels = torch.randint(0, classes, (samples,), generator=g)
+    freq = 0.5 + torch.rand(samples, generator=g) * 1.0
+    phase = torch.rand(samples, generator=g) * 6.2832
+    dirs = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.7071, 0.7071], [0.7071, -0.7071]])[labels % 4]
+    t = dirs[:, 0, None, None] * xx + dirs[:, 1, None, None] * yy
+    x = torch.sin(freq[:, None, None] * t + phase[:, None, None])
+    x = x + 0.3 * torch.randn(samples, h, w, generator=g)
+    return x[:, None].contiguous(), labels
+
+
+def train_cnn(module, steps: int = 60, seed: int = 0, lr: float = 1e-2, snap: bool = True, batch: int = 32):
+    """Train `module` (brevitas_cnn) for `steps` Adam steps on synthetic 16x16 stripe images (a few seconds, no
+    downloads), then (snap=True) round its BatchNorms to the exactly foldable form (snap_batchnorm) and
+    fine-tune the other layers for a few steps with the BatchNorms frozen. Returns it in eval mode with its
+    accuracy on held-out images as `module.accuracy`."""
+    _need_brevitas()
+    import torch
+
+    torch.manual_seed(seed)
+    x, y = synthetic_images(1024, seed)
+    opt = torch.optim.Adam(module.parameters(), lr=lr)
+
+    def fit(n):
+        for _ in range(n):
+            idx = torch.randint(0, x.shape[0], (batch,))
+            out = module(x[idx])
+            out = out.value if hasattr(out, "value") else out
+            loss = torch.nn.functional.cross_entropy(out, y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    module.train()
+    fit(steps)
+    if snap:
+        module.eval()
+        snap_batchnorm(module)
+        module.train()
+        for bn in _bn_modules(module):
+            bn.eval()
+            for p in bn.parameters():
+                p.requires_grad_(False)
+        opt = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=lr / 4)
+        fit(max(1, steps // 5))
+    module.eval()
+    xt, yt = synthetic_images(256, seed + 1)
+    with torch.no_grad():
+        out = module(xt)
+        out = out.value if hasattr(out, "value") else out
+    module.accuracy = float((out.argmax(dim=1) == yt).float().mean())
+    return module
+
+
+def calibrate_cnn(module, shape: tuple, rng: np.random.Generator, passes: int = 8):
+    """calibrate() for image inputs [*, *shape], the BatchNorms kept in eval mode (their statistics fixed)."""
+    import torch
+
+    spread = float(2.0 ** rng.uniform(-2, 2))
+    module.train()
+    for bn in _bn_modules(module):
+        bn.eval()
+    with torch.no_grad():
+        for _ in range(passes):
+            module(torch.from_numpy((rng.standard_normal((16, *shape)) * spread).astype(np.float32)))
+    module.eval()
+    return module
+
+
+def random_brevitas_cnn(rng: np.random.Generator):
+    """(module in eval mode, description) of a random power-of-two Brevitas CNN: 1-D ([N, C, L]) or 2-D
+    ([N, C, H, W]); 1 to 3 blocks of QuantConv1d / QuantConv2d (kernels 1 to 3, strides 1 and 2, padding,
+    depthwise or not, with or without bias) followed by QuantReLU, by QuantIdentity (-> QuantReLU), by
+    BatchNorm -> QuantIdentity (-> QuantReLU), or by the conv's own output quantizer, each block optionally
+    pooled (MaxPool1d / MaxPool2d, or TruncAvgPool2d with round or floor); Flatten -> QuantLinear with an output
+    quantizer. Activations of 2 to 8 bits, weights of 2 to 8. Every float32 sum in the forward pass stays below
+    2**23 units of its grid, so the module computes the exact integer semantics the emulator must equal."""
+    _need_brevitas()
+    import torch
+    from brevitas import nn as qnn
+    from brevitas.quant import (Int8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint, Int32Bias, RoundTo8bit,
+                                TruncTo8bit, Uint8ActPerTensorFixedPoint)
+
+    dims = int(rng.integers(1, 3))
+    c = int(rng.integers(1, 5))
+    size = [int(rng.integers(6, 13)), int(rng.integers(6, 13))] if dims == 2 else [int(rng.integers(8, 25))]
+    in_shape = (c, *size)
+    bits = int(rng.integers(2, 9))
+    layers = [qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, bit_width=bits, return_quant_tensor=True)]
+    desc = {"dims": dims, "input": list(in_shape), "bits": [bits], "blocks": []}
+    mag = 1 << (bits - 1)  # the largest |integer| of the current activation
+    bns = []
+    for _ in range(int(rng.integers(1, 4))):
+        k = int(rng.integers(1, 4))
+        if k > min(size):
+            k = 1
+        stride = int(rng.choice([1, 1, 2]))
+        pad = int(rng.integers(0, k))
+        depthwise = c > 1 and rng.random() < 0.25
+        co = c if depthwise else int(rng.integers(1, 9))
+        after = str(rng.choice(["relu", "identity", "bn", "bn", "output"]))
+        fan = k ** dims * (1 if depthwise else c)
+        # weight bits: the float32 sums (and a BatchNorm's scaling of them) stay exact
+        limit = (1 << 13) if after == "bn" else (1 << 21)
+        wb = int(rng.integers(2, 9))
+        while wb > 2 and fan * mag * (1 << (wb - 1)) > limit:
+            wb -= 1
+        out_bits = int(rng.integers(2, 9))
+        conv = _conv_layer(dims)(c, co, k, stride=stride, padding=pad, groups=c if depthwise else 1,
+                                 bias=bool(rng.integers(2)), weight_quant=Int8WeightPerTensorFixedPoint,
+                                 weight_bit_width=wb, bias_quant=Int32Bias, return_quant_tensor=True,
+                                 **({"output_quant": Int8ActPerTensorFixedPoint, "output_bit_width": out_bits}
+                                    if after == "output" else {}))
+        layers.append(conv)
+        relu = after == "relu" or rng.random() < 0.5
+        if after == "bn":
+            bn = (torch.nn.BatchNorm1d if dims == 1 else torch.nn.BatchNorm2d)(co)
+            layers.append(bn)
+            bns.append(bn)
+        if after in ("bn", "identity"):
+            layers.append(qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, bit_width=out_bits,
+                                            return_quant_tensor=True))
+        if after == "relu" or (after != "output" and relu):
+            layers.append(qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, bit_width=out_bits,
+                                        return_quant_tensor=True))
+            mag = (1 << out_bits) - 1
+        else:
+            mag = 1 << (out_bits - 1)
+        size = [(s + 2 * pad - k) // stride + 1 for s in size]
+        c = co
+        block = {"kernel": k, "stride": stride, "pad": pad, "depthwise": depthwise, "channels": co, "after": after,
+                 "weight_bits": wb, "bits": out_bits, "relu": after == "relu" or (after != "output" and relu)}
+        r = rng.random()
+        if r < 0.3 and min(size) >= 2:
+            pk = 2
+            ps = int(rng.choice([1, 2]))
+            layers.append((torch.nn.MaxPool1d if dims == 1 else torch.nn.MaxPool2d)(pk, stride=ps))
+            size = [(s - pk) // ps + 1 for s in size]
+            block["pool"] = f"max{pk}/{ps}"
+        elif r < 0.55 and dims == 2 and min(size) >= 2:
+            pool_bits = int(np.clip(out_bits + int(rng.integers(-1, 3)), 2, 8))
+            trunc = RoundTo8bit if rng.random() < 0.6 else TruncTo8bit
+            layers.append(qnn.TruncAvgPool2d(2, stride=2, trunc_quant=trunc, bit_width=pool_bits,
+                                             return_quant_tensor=True))
+            size = [(s - 2) // 2 + 1 for s in size]
+            mag = max(mag, 1 << pool_bits)
+            block["pool"] = f"truncavg2 ({'round' if trunc is RoundTo8bit else 'floor'}, {pool_bits} bits)"
+        desc["blocks"].append(block)
+        desc["bits"].append(out_bits)
+    features = c * int(np.prod(size))
+    wb = int(rng.integers(2, 9))
+    while wb > 2 and features * mag * (1 << (wb - 1)) > (1 << 22):
+        wb -= 1
+    n = int(rng.integers(1, 17))
+    out_bits = int(rng.integers(2, 9))
+    layers += [torch.nn.Flatten(),
+               qnn.QuantLinear(features, n, bias=True, weight_quant=Int8WeightPerTensorFixedPoint, weight_bit_width=wb,
+                               bias_quant=Int32Bias, output_quant=Int8ActPerTensorFixedPoint,
+                               output_bit_width=out_bits)]
+    desc["head"] = {"features": features, "outputs": n, "weight_bits": wb, "bits": out_bits}
+    desc["bits"].append(out_bits)
+    torch.manual_seed(int(rng.integers(1 << 30)))
+    module = torch.nn.Sequential(*layers)
+    scales = {}
+    for bn in bns:
+        co = bn.num_features
+        mant = float(rng.choice([1.0, 1.0, 0.75, 1.25]))
+        e = int(rng.integers(-2, 2)) + rng.integers(-1, 2, co)
+        sign = np.where(rng.random(co) < 0.15, -1.0, 1.0)
+        scales[bn] = sign * mant * np.exp2(e)
+        set_batchnorm(bn, scales[bn], np.zeros(co), rng)
+    calibrate_cnn(module, in_shape, rng)
+    if bns:
+        # Offsets on a grid of the conv's own accumulator (known once the quantizers are calibrated): 2**j
+        # times the grid of a * sums, at most 2**12 of it, so that float32's a * v + b is exact.
+        acc = _conv_acc_scales(module, in_shape)
+        for conv, bn in zip([m for m in layers if isinstance(m, (qnn.QuantConv1d, qnn.QuantConv2d))
+                             and layers[layers.index(m) + 1] in bns], bns):
+            a = scales[bn]
+            nz = np.abs(a[a != 0]) if np.any(a != 0) else np.ones(1)
+            grid = acc[conv] * float(nz.min()) / 4 * 2.0 ** int(rng.integers(0, 7))
+            offset = rng.integers(-(1 << 12), (1 << 12) + 1, bn.num_features) * grid
+            set_batchnorm(bn, a, offset, rng)
+        calibrate_cnn(module, in_shape, rng, passes=4)
+    return module, desc
+
+
+def _conv_acc_scales(module, shape: tuple) -> dict:
+    """Each quantized conv's accumulator scale (input scale x weight scale) after calibration."""
+    import torch
+    from brevitas import nn as qnn
+
+    found, hooks = {}, []
+    for m in module.modules():
+        if isinstance(m, (qnn.QuantConv1d, qnn.QuantConv2d)):
+            def hook(mod, inp, out):
+                found[mod] = float(inp[0].scale) * float(mod.quant_weight().scale)
+            hooks.append(m.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            module(torch.zeros(1, *shape))
+    finally:
+        for h in hooks:
+            h.remove()
+    return found
+
+
+def brevitas_cnn_inputs(imported, n: int, rng: np.random.Generator) -> np.ndarray:
+    """float32 [n, *source shape] inputs for an imported Brevitas CNN: on the input grid, ties on both signs,
+    beyond the range (as brevitas_inputs draws them for an MLP)."""
+    g = imported.graph
+    t = g.tensors[g.inputs[0]]
+    return brevitas_inputs(imported, n, rng).reshape(n, *t.source_shape)

@@ -1,4 +1,5 @@
-"""QONNX models (Quant, BipolarQuant and Trunc nodes between Gemm / MatMul / Add / Relu) into the aieflow Graph.
+"""QONNX models (Quant, BipolarQuant and Trunc nodes between Gemm / MatMul / Add / Relu, and Conv / pools /
+BatchNormalization on feature maps) into the aieflow Graph.
 
 The model is first cleaned by qonnx itself (the transforms of qonnx.util.cleanup.cleanup_model: shape
 inference, constant folding of everything but the quantizers; node names are kept where they are unique, so
@@ -18,12 +19,16 @@ point and a sign-symmetric mode).
 A Quant of an activation that is already quantized (a requantization), a Relu of an activation and a Trunc
 become a requant op (ops.requant.requant_op): the elementwise "shift, round and saturate an activation", the
 integers of a dense op with identity weights without its n x n weight matrix.
+
+Feature maps (a graph input [N, C, H, W], or [N, C, L] in a model with Conv or pool nodes) follow the rules
+of aieflow.frontends.qonnx_maps (Conv, pools, BatchNormalization, flattening into a dense layer), whose node
+types join RULES.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +88,8 @@ def _need_qonnx():
 class FloatInput:
     name: str
     features: int
+    shape: tuple = ()  # a map's per-sample shape, channels last ((H, W, C) or (L, C)); () for [batch, features]
+    order: tuple = ()  # its source_order
 
 
 @dataclass(frozen=True)
@@ -154,6 +161,10 @@ class _State:
     tensors: dict
     ops: list
     opset: int  # version of the qonnx domain (Trunc_v1 or Trunc_v2)
+    flat: set = field(default_factory=set)  # ONNX values that are a feature map flattened by the source
+    # IR tensors the model has no ONNX value of its own for: (ONNX value, per-channel factor or None) whose
+    # reference value, times the factor, is the tensor's real value
+    sources: dict = field(default_factory=dict)
 
 
 # --- entry point ------------------------------------------------------------------------------------------
@@ -162,6 +173,11 @@ class _State:
 def import_qonnx(path_or_model, name: str | None = None) -> Imported:
     """Read a QONNX model (a path, an onnx.ModelProto or a qonnx ModelWrapper) into a Graph, with qonnx's
     executor as the reference."""
+    return _import_qonnx(path_or_model, name)[0]
+
+
+def _import_qonnx(path_or_model, name: str | None = None) -> tuple[Imported, frozenset]:
+    """import_qonnx, and the names of the IR tensors the frontend added (no node of the model writes them)."""
     _need_qonnx()
     import onnx
     from qonnx.core.modelwrapper import ModelWrapper
@@ -185,7 +201,8 @@ def import_qonnx(path_or_model, name: str | None = None) -> Imported:
         raise ModelError(f"qonnx's cleanup failed on the model: {type(e).__name__}: {e}",
                          hint="check the model with qonnx.util.cleanup and onnx.checker first") from None
     graph, onnx_names = _convert(model, name)
-    return Imported(graph, "qonnx", _reference(model, graph, onnx_names))
+    added = frozenset(t for t, src in onnx_names.items() if isinstance(src, tuple))
+    return Imported(graph, "qonnx", _reference(model, graph, onnx_names)), added
 
 
 def _cleanup(model):
@@ -248,10 +265,15 @@ def _reference(model, graph: Graph, onnx_names: dict):
         ctx = execute_onnx(m, {in_name: x.reshape(shape)}, return_full_exec_context=True)
         out = {}
         for tname, t in graph.tensors.items():
-            src = onnx_names.get(tname)
+            src, factor = onnx_names.get(tname), None
+            if isinstance(src, tuple):
+                src, factor = src
             if src is None or src not in ctx:
                 continue
-            v = np.asarray(ctx[src], dtype=np.float64).reshape(n, -1) / t.real_scale + t.zero_point
+            v = np.asarray(ctx[src], dtype=np.float64)
+            if factor is not None:  # per channel: axis 1 of the source's NCHW / NCL layout
+                v = v * np.asarray(factor).reshape((1, -1) + (1,) * (v.ndim - 2))
+            v = v.reshape(n, -1) / t.real_scale + t.zero_point
             q = np.rint(v)
             bad = np.abs(v - q) > 1e-3 * np.maximum(1.0, np.abs(q)) if t.scale is not None else v != q
             if np.any(bad):
@@ -271,8 +293,12 @@ def _convert(model, name: str) -> tuple[Graph, dict]:
     for init in g.initializer:
         arr = numpy_helper.to_array(init)
         st.values[init.name] = Const(np.asarray(arr, dtype=np.float64) if arr.dtype.kind in "fiub" else arr)
-    input_name, features = float_input(g, st.values, "a Quant node")
-    st.values[input_name] = FloatInput(input_name, features)
+    if qonnx_maps.takes_map(g, st.values):
+        fin = qonnx_maps.map_input(g, st.values)
+        st.values[fin.name] = fin
+    else:
+        input_name, features = float_input(g, st.values, "a Quant node")
+        st.values[input_name] = FloatInput(input_name, features)
 
     ir_inputs = []
     for node in g.node:
@@ -297,6 +323,8 @@ def _convert(model, name: str) -> tuple[Graph, dict]:
         if isinstance(out, Act) and ins and isinstance(ins[0], FloatInput):
             ir_inputs.append(out.tensor)
         st.values[node.output[0]] = out
+        if node.op_type in _ELEMENTWISE and node.input and node.input[0] in st.flat:
+            st.flat.add(node.output[0])  # a requantization of a flattened map is flattened too
 
     outputs = []
     for vo in g.output:
@@ -310,7 +338,7 @@ def _convert(model, name: str) -> tuple[Graph, dict]:
     if not ir_inputs:
         raise ModelError("the graph input is never quantized", hint="start the model with a Quant node "
                          "(Brevitas: QuantIdentity or input_quant)")
-    onnx_names = {t: t for t in st.tensors}
+    onnx_names = {t: st.sources.get(t, t) for t in st.tensors}
     return Graph(name, st.tensors, tuple(st.ops), tuple(ir_inputs), tuple(outputs)).validate(), onnx_names
 
 
@@ -426,7 +454,7 @@ def _quant(node, ins, st: _State):
     out, scale = _act_type(node, p)
     name = node.output[0]
     if isinstance(x, FloatInput):
-        st.tensors[name] = Tensor(name, (x.features,), out, scale, p.zero_point)
+        st.tensors[name] = Tensor(name, x.shape or (x.features,), out, scale, p.zero_point, x.order)
         return Act(name)
     if isinstance(x, PendingDense):
         return _finish_dense(node, x, out, scale, p.zero_point, st)
@@ -435,11 +463,24 @@ def _quant(node, ins, st: _State):
     if isinstance(x, Act):
         t = st.tensors[x.tensor]
         if t.scale == scale and t.type.frac == out.frac and t.zero_point == p.zero_point and t.type.signed == out.signed \
-                and t.type.qmin >= p.qmin and t.type.qmax <= p.qmax and t.type.saturation is not Saturation.NONE:
-            return x  # every value already lies on this grid and inside this range: the Quant is the identity
+                and t.type.qmin >= p.qmin and t.type.qmax <= p.qmax and t.type.saturation is not Saturation.NONE \
+                and (t.type.bits == out.bits or not qonnx_maps.is_map(t)):
+            # every value already lies on this grid and inside this range: the Quant is the identity (a map
+            # keeps a widening Quant as a requant op: a residual Add takes full 8-bit maps only)
+            return x
+        if qonnx_maps.is_map(t):
+            return qonnx_maps.finish_map(node, qonnx_maps.PendingMap(node_name(node), x.tensor), out, scale,
+                                         p.zero_point, st)
         return _finish_dense(node, _identity(node, x.tensor, st), out, scale, p.zero_point, st)
+    if isinstance(x, qonnx_maps.PendingConv):
+        return qonnx_maps.finish_conv(node, x, out, scale, p.zero_point, st)
+    if isinstance(x, qonnx_maps.PendingMap):
+        return qonnx_maps.finish_map(node, x, out, scale, p.zero_point, st)
+    if isinstance(x, qonnx_maps.PendingPool):
+        return qonnx_maps.finish_pool(node, x, out, scale, p.zero_point, st)
     raise ModelError(f"cannot quantize {type(x).__name__}", node=node_name(node),
-                     hint="a Quant must follow the graph input, a constant, Gemm, MatMul(+Add), Add or Relu")
+                     hint="a Quant must follow the graph input, a constant, Gemm, MatMul(+Add), Add, Relu, Conv, "
+                          "AveragePool or BatchNormalization")
 
 
 def _bipolar_quant(node, ins, st: _State):
@@ -462,10 +503,11 @@ def _identity(node, x: str, st: _State) -> PendingDense:
 
 def _trunc(node, ins, st: _State):
     x = ins[0]
-    if not isinstance(x, Act):
+    pool = isinstance(x, qonnx_maps.PendingPool)
+    if not isinstance(x, Act) and not pool:
         raise ModelError(f"Trunc of {type(x).__name__} is not supported", node=node_name(node),
-                         hint="Trunc must follow a quantized activation (a Quant output)")
-    t = st.tensors[x.tensor]
+                         hint="Trunc must follow a quantized activation (a Quant output) or an AveragePool")
+    t = st.tensors[x.x if pool else x.tensor]
     v2 = st.opset >= 2
     want = 6 if v2 else 5
     if len(ins) != want:
@@ -474,7 +516,7 @@ def _trunc(node, ins, st: _State):
     zp = _scalar(node, ins[2], "zero point")
     if zp != 0 or t.zero_point != 0:
         raise ModelError("Trunc with a zero point is not supported", node=node_name(node), hint="use zero point 0")
-    if scale != t.real_scale:
+    if scale != t.real_scale and not pool:
         raise ModelError(f"Trunc scale {scale!r} differs from its input's scale {t.real_scale!r}", node=node_name(node),
                          hint="give Trunc the scale of the activation it truncates")
     mode = str(attr(node, "rounding_mode", "FLOOR")).upper()
@@ -492,7 +534,7 @@ def _trunc(node, ins, st: _State):
     else:
         in_bits = int(_scalar(node, ins[3], "input bit width"))
         bits = int(_scalar(node, ins[4], "output bit width"))
-        if t.type.bits > in_bits:
+        if t.type.bits > in_bits and not pool:
             raise ModelError(f"Trunc's input bit width {in_bits} is below its input's {t.type.bits} bits",
                              node=node_name(node))
         shift, out_scale, signed, narrow = in_bits - bits, scale, t.type.signed, False
@@ -500,6 +542,10 @@ def _trunc(node, ins, st: _State):
         bits += 0 if rounding in (Rounding.FLOOR, Rounding.SYMMETRIC_FLOOR) else 1
     p = QuantParams(out_scale, 0, bits, signed, narrow, mode)
     out, out_s = _act_type(node, p)
+    if pool:
+        return qonnx_maps.trunc_pool(node, x, scale, out, out_s, shift, st)
+    if qonnx_maps.is_map(t):
+        return qonnx_maps.trunc_map(node, t, out, out_s, shift, st)
     pending = _identity(node, x.tensor, st)
     return _finish_dense(node, pending, out, out_s, 0, st, forced_shift=shift)
 
@@ -507,6 +553,11 @@ def _trunc(node, ins, st: _State):
 def _view(node, ins, st: _State):
     x = ins[0]
     shape = ins[1] if node.op_type == "Reshape" else None
+    if isinstance(x, Act) and qonnx_maps.is_map(st.tensors[x.tensor]):
+        return qonnx_maps.view(node, x, shape.values if isinstance(shape, Const) else None, st)
+    if isinstance(x, (qonnx_maps.PendingConv, qonnx_maps.PendingMap, qonnx_maps.PendingPool)):
+        raise ModelError(f"{node.op_type} of a layer's output that was never quantized", node=node_name(node),
+                         hint="quantize the feature map (a Quant node) before flattening it")
     check_view(node, shape.values if isinstance(shape, Const) else None, _features(x, st))
     return x
 
@@ -535,9 +586,16 @@ def _matmul_start(node, x, w, trans_b: bool, st: _State) -> PendingDense:
     if w.bits > 16:
         raise ModelError(f"weights need {w.bits} signed bits; at most 16 are supported", node=node_name(node),
                          hint="quantize weights to 16 bits or fewer")
-    k = st.tensors[x.tensor].features
+    t = st.tensors[x.tensor]
+    k = t.features
+    if qonnx_maps.is_map(t) and node.input[0] not in st.flat:
+        raise ModelError(f"{node.op_type} of a {list(t.source_shape)} feature map that was not flattened",
+                         node=node_name(node), hint="flatten the map first (Flatten with axis=1, or Reshape to "
+                                                    f"[batch, {k}])")
     if q.shape[0] != k:
         raise ModelError(f"the weight has {q.shape[0]} input features but the input has {k}", node=node_name(node))
+    if qonnx_maps.is_map(t):
+        q = qonnx_maps.flat_weight_rows(t, q)  # the source's (C, H, W) rows in the compiler's (H, W, C) order
     return PendingDense(node_name(node), x.tensor, q.astype(np.int64), float(w.scale), w.bits, None, False)
 
 
@@ -555,8 +613,10 @@ def _matmul(node, ins, st: _State):
 
 def _add(node, ins, st: _State):
     a, b = ins[0], ins[1]
-    if isinstance(b, PendingDense) and isinstance(a, Const):
+    if isinstance(b, (PendingDense, qonnx_maps.PendingConv)) and isinstance(a, Const):
         a, b = b, a
+    if isinstance(a, qonnx_maps.PendingConv) and isinstance(b, Const):
+        return qonnx_maps.conv_bias(node, a, b)
     if isinstance(a, PendingDense) and isinstance(b, Const):
         if a.bias is not None or a.relu:
             raise ModelError("a second bias after MatMul/Gemm (or a bias after Relu) is not supported",
@@ -567,11 +627,14 @@ def _add(node, ins, st: _State):
         if ta.features != tb.features:
             raise ModelError(f"adds activations of {ta.features} and {tb.features} features", node=node_name(node),
                              hint="broadcasting is not supported: add activations of the same width")
+        if ta.shape != tb.shape or (node.input[0] in st.flat) != (node.input[1] in st.flat):
+            raise ModelError(f"adds a {list(ta.source_shape)} and a {list(tb.source_shape)} activation",
+                             node=node_name(node), hint="add feature maps of the same shape")
         for t in (ta, tb):
             _check_add_type(node, t.type, t.scale, t.zero_point, f"input '{t.name}'")
         return PendingAdd(node_name(node), a.tensor, b.tensor, False)
-    if any(isinstance(v, (PendingDense, PendingAdd)) for v in (a, b)) and all(
-            isinstance(v, (Act, PendingDense, PendingAdd)) for v in (a, b)):
+    pending = (PendingDense, PendingAdd, qonnx_maps.PendingConv, qonnx_maps.PendingMap, qonnx_maps.PendingPool)
+    if any(isinstance(v, pending) for v in (a, b)) and all(isinstance(v, (Act,) + pending) for v in (a, b)):
         raise ModelError("adds a layer's output that was never quantized", node=node_name(node),
                          hint="put a Quant node on both inputs of a residual Add")
     raise ModelError("Add is supported as the bias of MatMul (MatMul -> Add with a constant) or as the sum of "
@@ -599,9 +662,14 @@ def _add_bias(node, dense: PendingDense, b: Const) -> PendingDense:
 
 def _relu(node, ins, st: _State):
     x = ins[0]
-    if isinstance(x, (PendingDense, PendingAdd)):
+    if isinstance(x, (PendingDense, PendingAdd, qonnx_maps.PendingConv, qonnx_maps.PendingMap)):
         return replace(x, relu=True)
+    if isinstance(x, qonnx_maps.PendingPool):
+        raise ModelError("Relu between an AveragePool and its Quant is not supported", node=node_name(node),
+                         hint="quantize the pool's output first (a Quant node), then apply the Relu")
     if isinstance(x, Act):
+        if qonnx_maps.is_map(st.tensors[x.tensor]):
+            return qonnx_maps.PendingMap(node_name(node), x.tensor, relu=True)
         return replace(_identity(node, x.tensor, st), relu=True)
     raise ModelError(f"Relu of {type(x).__name__} is not supported", node=node_name(node),
                      hint="place Relu after Gemm, MatMul(+Add), Add or a quantized activation, before a Quant")
@@ -609,10 +677,14 @@ def _relu(node, ins, st: _State):
 
 def _bias_on_grid(node, dense: PendingDense, acc_scale: float, exact: bool) -> np.ndarray:
     """The bias as integers on the accumulator grid (scale acc_scale)."""
-    n = dense.weight.shape[1]
-    if dense.bias is None:
+    return _bias_ints(dense.node, dense.bias, dense.weight.shape[1], acc_scale, exact)
+
+
+def _bias_ints(layer: str, b, n: int, acc_scale: float, exact: bool) -> np.ndarray:
+    """A layer's bias (a Const or None) as n integers on the accumulator grid (scale acc_scale): exactly on it
+    when `exact` (power-of-two scales), else within float32's rounding of input scale x weight scale."""
+    if b is None:
         return np.zeros(n, dtype=np.int64)
-    b = dense.bias
     if b.q is not None and b.scale is not None:
         ratio = b.scale / acc_scale
         if ratio == round(ratio) and ratio >= 1:
@@ -624,14 +696,14 @@ def _bias_on_grid(node, dense: PendingDense, acc_scale: float, exact: bool) -> n
         scaled = np.ldexp(values, frac)
         if np.any(scaled != np.round(scaled)):
             raise ModelError("the bias is not on the accumulator grid (input scale x weight scale)",
-                             node=dense.node, hint="quantize the bias with scale = input scale x weight scale "
+                             node=layer, hint="quantize the bias with scale = input scale x weight scale "
                                                    "(Brevitas: bias_quant=Int32Bias)")
         return scaled.astype(np.int64)
     scaled = values / acc_scale
     r = np.rint(scaled)
     # Brevitas computes the bias scale input x weight scale in float32: accept that rounding of the grid.
     if np.any(np.abs(scaled - r) > 1e-4 * np.maximum(1.0, np.abs(r))):
-        raise ModelError("the bias is not an integer multiple of input scale x weight scale", node=dense.node,
+        raise ModelError("the bias is not an integer multiple of input scale x weight scale", node=layer,
                          hint="quantize the bias with scale = input scale x weight scale (Brevitas: Int32Bias)")
     return r.astype(np.int64)
 
@@ -673,7 +745,7 @@ def _finish_add(node, pending: PendingAdd, out: FixedType, out_scale, zp: int, s
     _check_add_type(node, out, out_scale, zp, "the output")
     a, b = st.tensors[pending.a], st.tensors[pending.b]
     name = node.output[0]
-    st.tensors[name] = Tensor(name, (a.features,), out)
+    st.tensors[name] = Tensor(name, a.shape, out, source_order=a.source_order)
     st.ops.append(add_op(pending.node, a, b, name, out, pending.relu))
     return Act(name)
 
@@ -692,6 +764,12 @@ RULES = {
     "Reshape": _view,
 }
 QONNX_OPS = ("Quant", "IntQuant", "BipolarQuant", "Trunc")
+# Elementwise nodes: their output is a flattened map when their input is one.
+_ELEMENTWISE = ("Quant", "IntQuant", "Trunc", "Relu", "Identity")
+
+from . import qonnx_maps  # noqa: E402 - it reads this module's values and helpers (a cycle resolved at call time)
+
+RULES.update(qonnx_maps.RULES)
 
 
 def is_qonnx(model) -> bool:

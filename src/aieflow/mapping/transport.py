@@ -237,7 +237,9 @@ def _plan_map(t, prod, writers: list, readers: list, device: Device, batch: int,
     grouped in row order into as few such buffers as memory-tile room and DMA channels allow (a writer feeds
     every buffer its rows meet). Windows are accessed as boxes of the 4-D buffer (zero padding past the
     map, the rows past the batch and the channels past C through the boundary); flat slices as blocks of
-    the same memory seen as [B][(r1 - r0) * W * C]. The graph's input arrives on one PLIO and its output
+    the same memory seen as [B][(r1 - r0) * W * C]. A flat writer whose last block runs past the map's
+    features (an elementwise kernel's padded tile) gets rows past the map's end to store them in; readers
+    see those rows as padding (their boundary ends at the map). The graph's input arrives on one PLIO and its output
     leaves on one, each a whole sample of the map a row.
     """
     gen = device.generation
@@ -266,9 +268,13 @@ def _plan_map(t, prod, writers: list, readers: list, device: Device, batch: int,
             raise Infeasible(prod.name, f"its kernels write features {x.lo}..{x.hi} of the {features}-feature map "
                              f"'{t.name}' (whole vectors past its end), which has no room between samples")
 
+    writer_ids = {id(x) for x in writers}
+
     def span(a) -> tuple[int, int]:
         if isinstance(a, Window):
             return max(a.offset[2], 0), min(a.offset[2] + a.size[2], h)
+        if id(a) in writer_ids:  # a write drops nothing: its padding past the map needs rows to land in
+            return a.lo // per_row, max(-(-a.hi // per_row), 1)
         return a.lo // per_row, min(-(-min(a.hi, features) // per_row), h)
 
     if is_output:
@@ -286,7 +292,7 @@ def _plan_map(t, prod, writers: list, readers: list, device: Device, batch: int,
         if len(bands) > device.plio_outputs - sum(p.direction == "out" for p in plios):
             raise MappingError(f"graph output '{t.name}' needs {len(bands)} PLIO ports", hint="use fewer row splits")
         for r0, r1, _ in bands:
-            lo, hi = r0 * per_row, r1 * per_row
+            lo, hi = r0 * per_row, min(r1, h) * per_row
             name = f"out_{sum(p.direction == 'out' for p in plios)}"
             plios.append(Plio(name, "out", t.name, device.plio_bits, lo, hi, hi - lo, batch * (hi - lo)))
             plio_names.add(name)
@@ -316,7 +322,7 @@ def _plan_map(t, prod, writers: list, readers: list, device: Device, batch: int,
         r0, r1 = rows
         dims = (c, w, r1 - r0, held)
         if isinstance(a, Window):
-            boundary = (c, w, r1 - r0, batch) if reader else None
+            boundary = (c, w, min(r1, h) - r0, batch) if reader else None
             (c0, w0, h0), (sc, sw, sh) = a.offset, a.size
             return Access(Tiling(dims, (sc, sw, sh, rows_of(a)), (c0, w0, h0 - r0, 0), (), boundary), a.peers)
         flat = ((r1 - r0) * per_row, held)
