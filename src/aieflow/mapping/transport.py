@@ -261,13 +261,6 @@ def _plan_map(t, prod, writers: list, readers: list, device: Device, batch: int,
         plio_names.add(name)
         writers = [Slice(0, features, batch, features, (name,))]
     readers = list(readers)
-    for x in writers:
-        if not isinstance(x, Window) and x.hi > features and prod is not None:
-            # The samples of a map lie back to back in its buffers: a kernel writing whole vectors past the
-            # last feature would write into the next sample.
-            raise Infeasible(prod.name, f"its kernels write features {x.lo}..{x.hi} of the {features}-feature map "
-                             f"'{t.name}' (whole vectors past its end), which has no room between samples")
-
     writer_ids = {id(x) for x in writers}
 
     def span(a) -> tuple[int, int]:
