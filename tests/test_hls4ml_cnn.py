@@ -127,7 +127,8 @@ def _mlp_config(net):
     return _trace_all(cfg)
 
 
-@pytest.mark.parametrize("io_type", IO_TYPES)
+# io_parallel MLPs are tests/test_hls4ml.py's; the io_parallel case here runs with the full matrices.
+@pytest.mark.parametrize("io_type", [pytest.param("io_parallel", marks=pytest.mark.full), "io_stream"])
 def test_mlp_in_both_io_types_is_bit_exact(io_type, tmp_path):
     import aieflow
 
@@ -301,6 +302,7 @@ def test_depthwise_separable_block_with_auto_types_is_bit_exact(tmp_path):
     assert stats["ties+"] and stats["ties-"] and stats["sat"], stats
 
 
+@pytest.mark.full  # about 7 s of C simulation; make test-all runs it
 def test_resource_strategy_weights_are_read_in_their_order(tmp_path):
     """Strategy Resource transposes Conv2D and Dense weights in the ModelGraph ([F, H, W, C], [n_out, n_in]);
     they are read back in the IR's order."""
