@@ -27,6 +27,7 @@ bench: $(STAMP) .venv-aie4ml/bin/python
 	$(BIN)/python bench/layer_scaling.py
 	$(BIN)/python bench/emulator_speed.py
 	$(BIN)/python bench/compile_scaling.py
+	$(BIN)/python bench/cnn.py
 	$(BIN)/python bench/vs_aie4ml.py
 
 # The published reference, in a venv of its own; about 5 minutes, almost all of it aie4ml's search.
