@@ -17,6 +17,7 @@ import pytest
 
 import hls4ml  # noqa: E402  (`make test` installs the extra: missing is a failure, not a skip)
 
+import aieflow  # noqa: E402
 from aieflow.errors import ModelError  # noqa: E402
 from aieflow.exactness import evaluate  # noqa: E402
 from aieflow.frontends.hls4ml import import_hls4ml  # noqa: E402
@@ -627,3 +628,26 @@ def test_full_random_cnn_sweep_against_c_simulation(tmp_path):
     bad = [r for r in ran if not r["exact"]]
     assert not bad, bad[:5]
     assert len(ran) >= target
+
+
+def test_a_pytorch_cnn_through_hls4ml_keeps_its_channels_first_input(tmp_path):
+    """hls4ml's PyTorch converter puts a Transpose (channels first to last) after the input: aieflow reads it
+    as the input's layout, so the compiled design takes and is measured on the model's own NCHW input."""
+    import torch
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                 torch.nn.Linear(4 * 6 * 6, 5))
+    cfg = hls4ml.utils.config_from_pytorch_model(module, (3, 8, 8), granularity="name")
+    for name in cfg["LayerName"]:
+        cfg["LayerName"][name]["Precision"] = (
+            {"result": "ap_fixed<10,2>"} if name == "input_1" else
+            {"result": "ap_fixed<16,6>", "accum": "ap_fixed<32,12>", "weight": "ap_fixed<8,2>", "bias": "ap_fixed<16,6>"})
+    hls_model = hls4ml.converters.convert_from_pytorch_model(module, hls_config=cfg, output_dir=str(tmp_path / "h"),
+                                                            backend="Vivado", io_type="io_parallel")
+    assert any(layer.class_name == "Transpose" for layer in hls_model.get_layers())
+    x = np.random.default_rng(0).uniform(-1, 1, (64, 3, 8, 8)).astype(np.float32)
+    design = aieflow.compile(hls_model, calibration=x)
+    tin = design.graph.tensors[design.graph.inputs[0]]
+    assert tin.shape == (8, 8, 3) and tin.source_order == (1, 2, 0)
+    assert design.exactness.exact and design.exactness.model.values == 64 * 5

@@ -376,6 +376,8 @@ def _convert(model, ctx: _Ctx) -> tuple[Graph, dict[str, list[str]]]:
         elif srcs[0].pads is not None and kind not in _CONV:
             raise ModelError(f"the padding '{srcs[0].layer}' is read by a {kind}; aieflow pads only convolutions",
                              node=name)
+        elif kind == "Transpose" and srcs[0].tensor in inputs and srcs[0].layer in inputs:
+            values[name] = _input_transpose(ctx, layer, srcs[0])
         elif kind in _PASS_THROUGH:
             values[name] = _Value(**{**srcs[0].__dict__, "layer": name})
         elif kind in _PADDING:
@@ -446,6 +448,20 @@ def _input(ctx: _Ctx, layer) -> _Value:
     ctx.tensor(name, shape, ft)
     lo, hi = _range(ft)
     return _Value(name, ft, lo, hi, None, name)
+
+
+def _input_transpose(ctx: _Ctx, layer, x: _Value) -> _Value:
+    """hls4ml's PyTorch converter moves a channels-first input to channels last with a Transpose right after
+    the input. The compiler holds maps channels last, so the Transpose is the input's source layout: the
+    input tensor takes the transposed shape and records the permutation (Tensor.source_order), and inputs,
+    the exactness measurement and simulate keep the model's own channels-first layout."""
+    perm = tuple(int(p) for p in layer.get_attr("perm"))
+    t = ctx.tensors[x.tensor]
+    if perm not in ((1, 2, 0), (1, 0)) or len(perm) != len(t.shape):
+        raise ModelError(f"a Transpose of the input with perm {list(perm)}: aieflow reads the one that moves "
+                         "channels first to channels last", node=layer.name)
+    ctx.tensors[x.tensor] = Tensor(t.name, tuple(t.shape[p] for p in perm), t.type, t.scale, t.zero_point, perm)
+    return _Value(**{**x.__dict__, "layer": layer.name})
 
 
 def _shape(layer) -> tuple[int, ...]:
