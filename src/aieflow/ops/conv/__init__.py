@@ -228,11 +228,10 @@ def layer_output(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, op: Op, ou
         z = round_inplace(NUMPY, z, out.type.rounding, shift)
         lo, hi = clip_bounds(out.type, relu)
         y = np.clip(z, lo, hi, out=z)
-    else:
-        acc = conv_sums(np.asarray(x).astype(np.int64), weight, kernel, strides, out_hw, depthwise) + bias.astype(np.int64)
-        y = requantize(acc, multiplier, shift, out.zero_point, out.type, relu, stats)
-    clip = op.attrs.get("clip")
-    return np.clip(y, clip[0], clip[1]) if clip is not None else y
+        clip = op.attrs.get("clip")
+        return np.clip(y, clip[0], clip[1]) if clip is not None else y
+    acc = conv_sums(np.asarray(x).astype(np.int64), weight, kernel, strides, out_hw, depthwise) + bias.astype(np.int64)
+    return finish(acc, op, out, stats)
 
 
 def pad_map(x: np.ndarray, pads) -> np.ndarray:

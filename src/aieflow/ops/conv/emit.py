@@ -24,7 +24,7 @@ from ...errors import DesignError
 from ...report.progress import progress
 from ...templating import environment
 from ..base import kernel_id, storage_bytes
-from ..dense.emit import (Fragment, _array_lines, _ctype, kernel_member, left_upshift, requant_constants, role,
+from ..dense.emit import (Fragment, _ctype, kernel_member, left_upshift, params_context, requant_constants, role,
                           shared_header, tile_banks)
 
 # As for dense: every kernel has a tile of its own, and a ratio below 1 keeps the mapper from packing two.
@@ -38,8 +38,6 @@ RESERVED_NAMES = frozenset({"aieflow_conv"})
 # The host run (aieflow.host.run): the layer struct's type of each kernel input port.
 HOST_INPUTS = ("in_t",)
 
-# Alignment of the parameter arrays: one 256-bit vector load (AM020), as for dense's.
-_PARAM_ALIGN_BYTES = 32
 # The smallest vector AIE-ML has (UG1529 "Supported vector types and sizes") and the largest one the A
 # gathering loads at once.
 _MIN_VECTOR_BITS = 128
@@ -47,7 +45,7 @@ _MAX_SPAN_BITS = 1024
 
 
 def host_output_elements(cfg, chain: int) -> int:
-    """Elements of chain `chain`'s output buffer: B x rows x WO x its real channels."""
+    """Elements of chain `chain`'s output buffer (a conv's or a pool's): B x rows x WO x its real channels."""
     return cfg.batch * cfg.rows * cfg.out_shape[1] * cfg.n_out(chain % cfg.chains)
 
 
@@ -181,24 +179,6 @@ def _layer_context(design, layer, ns: str) -> dict:
     }
 
 
-def _params_context(layer, ns: str) -> dict:
-    cfg = layer.config
-    weights, bias = layer.packed["weights"], layer.packed["bias"]
-    order = "[KH][KW][NT]" if cfg.depthwise else "[NT/N][KH][KW][KT/K][K][N]"
-    arrays = []
-    for chain in range(cfg.cas_num):
-        for stage in range(cfg.cas_length):
-            w = weights[chain, stage]
-            arrays.append({"name": f"{kernel_member(ns, chain, stage)}_weights", "ctype": _ctype(w.dtype.itemsize * 8),
-                           "size": w.size, "body": ",\n    ".join(_array_lines(w)),
-                           "what": f"weights of chain {chain}, stage {stage}: {order}"})
-        b = bias[chain]
-        arrays.append({"name": f"{ns}_c{chain}_bias", "ctype": _ctype(b.dtype.itemsize * 8), "size": b.size,
-                       "body": ",\n    ".join(_array_lines(b)),
-                       "what": f"bias of chain {chain} on the accumulator grid, added by its last stage"})
-    return {"name": layer.op.name, "arrays": arrays, "align": _PARAM_ALIGN_BYTES}
-
-
 def sources(design, layers: list[tuple[object, str]]) -> dict[str, str]:
     """Kernel and parameter files of the conv layers `layers` ((Layer, C identifier) pairs), with the shared
     headers aieflow_conv.h and dense.h (the finish)."""
@@ -208,7 +188,8 @@ def sources(design, layers: list[tuple[object, str]]) -> dict[str, str]:
         ctx = _layer_context(design, layer, ns)
         files[f"src/kernels/{ns}.h"] = _ENV.get_template("layer.h.j2").render(**ctx)
         files[f"src/kernels/{ns}.cpp"] = _ENV.get_template("layer.cpp.j2").render(**ctx)
-        files[f"src/params/{ns}.h"] = _ENV.get_template("params.h.j2").render(**_params_context(layer, ns))
+        files[f"src/params/{ns}.h"] = _ENV.get_template("params.h.j2").render(**params_context(
+            layer, ns, "[KH][KW][NT]" if layer.config.depthwise else "[NT/N][KH][KW][KT/K][K][N]"))
     return files
 
 
@@ -220,7 +201,6 @@ def _tile_context(layer, ns: str, tile) -> dict:
     r = role(tile.stage, cfg.cas_length)
     member = kernel_member(ns, tile.chain, tile.stage)
     last = r in ("single", "last")
-    j, split = tile.chain % cfg.chains, tile.chain // cfg.chains
     return {
         "member": member, "role": r, "tile": tile, "last": last,
         "cls": kernel_class(layer, ns, tile.chain, tile.stage),
@@ -228,7 +208,16 @@ def _tile_context(layer, ns: str, tile) -> dict:
         "weights": f"{member}_weights", "bias": f"{ns}_c{tile.chain}_bias",
         "banks": tile_banks(layer, tile, _KNOWN_BUFFERS),
         "in_elems": cfg.batch * cfg.rows_in * cfg.cols_in * cfg.k_tile,
-        "out_elems": host_output_elements(cfg, tile.chain),
+        **map_kernel_context(cfg, tile.chain),
+    }
+
+
+def map_kernel_context(cfg, chain: int) -> dict:
+    """What the graph code of a feature-map kernel (conv, pool) says of chain `chain`: its output buffer's
+    elements, its real output channels, and the output rows and channels it writes."""
+    j, split = chain % cfg.chains, chain // cfg.chains
+    return {
+        "out_elems": host_output_elements(cfg, chain),
         "nout": cfg.n_out(j),
         "rows": (split * cfg.rows, (split + 1) * cfg.rows),
         "channels": (j * cfg.n_tile, j * cfg.n_tile + cfg.n_out(j)),

@@ -208,7 +208,9 @@ def _literal(v: int, dtype: np.dtype) -> str:
     return str(v)
 
 
-def _params_context(design, layer, ns: str) -> dict:
+def params_context(layer, ns: str, order: str = "[Nt/N][Kt/K][K][N] blocks") -> dict:
+    """The parameter arrays of a cascaded layer's kernels (weights per tile in their block `order`, bias per
+    chain), as params.h.j2 writes them: dense's, and conv's with its own block order."""
     cfg = layer.config
     weights = layer.packed["weights"]
     bias = layer.packed["bias"]
@@ -218,7 +220,7 @@ def _params_context(design, layer, ns: str) -> dict:
             w = weights[chain, stage]
             arrays.append({"name": f"{kernel_member(ns, chain, stage)}_weights", "ctype": _ctype(w.dtype.itemsize * 8),
                            "size": w.size, "body": ",\n    ".join(_array_lines(w)),
-                           "what": f"weights of chain {chain}, stage {stage}: [Nt/N][Kt/K][K][N] blocks"})
+                           "what": f"weights of chain {chain}, stage {stage}: {order}"})
         b = bias[chain]
         arrays.append({"name": f"{ns}_c{chain}_bias", "ctype": _ctype(b.dtype.itemsize * 8), "size": b.size,
                        "body": ",\n    ".join(_array_lines(b)),
@@ -259,7 +261,7 @@ def sources(design, layers: list[tuple[object, str]]) -> dict[str, str]:
         ctx["rq"] = requant_constants(layer.op, design.graph)
         files[f"src/kernels/{ns}.h"] = _ENV.get_template("layer.h.j2").render(**ctx)
         files[f"src/kernels/{ns}.cpp"] = _ENV.get_template("layer.cpp.j2").render(**ctx)
-        files[f"src/params/{ns}.h"] = _ENV.get_template("params.h.j2").render(**_params_context(design, layer, ns))
+        files[f"src/params/{ns}.h"] = _ENV.get_template("params.h.j2").render(**params_context(layer, ns))
     return files
 
 

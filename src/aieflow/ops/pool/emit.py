@@ -20,7 +20,7 @@ import numpy as np
 from ...errors import DesignError
 from ...templating import environment
 from .. import pool as _pool
-from ..conv.emit import finish_constants
+from ..conv.emit import finish_constants, host_output_elements, map_kernel_context  # noqa: F401 (host run)
 from ..dense.emit import Fragment, kernel_member, shared_header, tile_banks
 
 # As for dense: every kernel has a tile of its own, and a ratio below 1 keeps the mapper from packing two.
@@ -33,11 +33,6 @@ SHARED_HEADER = "aieflow_pool.h"
 RESERVED_NAMES = frozenset({"aieflow_pool"})
 # The host run (aieflow.host.run): the layer struct's type of each kernel input port.
 HOST_INPUTS = ("in_t",)
-
-
-def host_output_elements(cfg, chain: int) -> int:
-    """Elements of chain `chain`'s output buffer: B x rows x WO x its real channels."""
-    return cfg.batch * cfg.rows * cfg.out_shape[1] * cfg.n_out(chain % cfg.chains)
 
 
 def _span(valid: np.ndarray) -> tuple[int, int]:
@@ -133,15 +128,11 @@ def _tile_context(layer, ns: str, tile) -> dict:
     missing = _KNOWN_BUFFERS - set(banks)
     if missing:
         raise DesignError(f"kernel {tile.id} has no bank for {', '.join(sorted(missing))}", node=layer.op.name)
-    j, split = tile.chain % cfg.chains, tile.chain // cfg.chains
     return {
         "member": kernel_member(ns, tile.chain, 0), "tile": tile, "banks": banks,
         "cls": kernel_class(layer, ns, tile.chain),
         "in_elems": cfg.batch * cfg.rows_in * cfg.cols_in * cfg.n_tile,
-        "out_elems": host_output_elements(cfg, tile.chain),
-        "nout": cfg.n_out(j),
-        "rows": (split * cfg.rows, (split + 1) * cfg.rows),
-        "channels": (j * cfg.n_tile, j * cfg.n_tile + cfg.n_out(j)),
+        **map_kernel_context(cfg, tile.chain),
     }
 
 
